@@ -1,0 +1,3 @@
+"""jaxdepth: post hoc gradient-based uncertainty for monocular depth networks."""
+
+__version__ = "0.1.0"

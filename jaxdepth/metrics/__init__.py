@@ -1,0 +1,1 @@
+"""Depth and uncertainty metrics: pure functions of arrays."""
