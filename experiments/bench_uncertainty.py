@@ -1,0 +1,113 @@
+"""Benchmark: cost of gradient uncertainty against one forward, Post, Var and In-Drop.
+
+    python experiments/bench_uncertainty.py [--height 192 --width 640 --batch 1 8]
+
+For each batch size it prints ms/image (median over repeats, after compile and
+warm-up), each method's time ratio to Post and to one forward, and the FLOPs of
+each compiled program from XLA's cost analysis (machine-noise free). The FLOP
+floor of the gradient method is two forwards plus the backward w.r.t.
+activations (no weight gradients) from the output down to the tapped layer;
+its backward part is counted analytically from the conv shapes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from jaxdepth import uncertainty as U
+from jaxdepth.models import DepthNet
+
+
+def _flops(fn, *args):
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", float("nan")))
+
+
+def _time(fn, *args, repeats):
+    jax.block_until_ready(fn(*args))  # compile
+    jax.block_until_ready(fn(*args))  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def backward_floor_flops(model, variables, images, tap):
+    """Analytic FLOPs (2 per MAC) of ∂L/∂a_tap: the input-gradient convs of every
+    conv between the tap and the full-resolution output, counting only the
+    input channels that depend on the tap."""
+    feats = jax.eval_shape(lambda x: model.apply(variables, x)["features"], images)
+    first = int(tap[3:])
+    b = images.shape[0]
+    flops = 0.0
+    for k in range(first + 1, 11):  # convs after the tap
+        out = feats[f"dec{k}"].shape
+        cin = feats[f"dec{k - 1}"].shape[-1]
+        flops += 2.0 * out[1] * out[2] * 9 * cin * out[3] * b
+    return flops
+
+
+def run(height, width, batch, repeats, tap="dec6"):
+    model = DepthNet()
+    variables = model.init_variables(jax.random.PRNGKey(0), height, width)
+    images = jax.random.uniform(jax.random.PRNGKey(1), (batch, height, width, 3))
+    fwd = jax.jit(lambda v, x: model.apply(v, x)["depth"])
+    fwd2 = jax.jit(lambda v, x: model.apply(v, jnp.concatenate([x, x]))["depth"])
+    methods = {
+        "forward": fwd,
+        "post": lambda v, x: U.post(model.apply, v, x),
+        "var": lambda v, x: U.var(model.apply, v, x),
+        "in_drop": lambda v, x: U.in_drop(model.apply, v, x),
+        "grad": lambda v, x: U.gradient_uncertainty(model.apply, v, x, taps=(tap,)),
+        "grad_unbatched": lambda v, x: U.gradient_uncertainty(
+            model.apply, v, x, taps=(tap,), batch_reference=False),
+    }
+    rows = {}
+    for name, fn in methods.items():
+        rows[name] = {"ms_per_image": 1e3 * _time(fn, variables, images, repeats=repeats) / batch,
+                      "gflops": _flops(fn, variables, images) / 1e9}
+    floor = _flops(fwd2, variables, images) + backward_floor_flops(model, variables, images, tap)
+    for name, r in rows.items():
+        r["x_post"] = r["ms_per_image"] / rows["post"]["ms_per_image"]
+        r["x_forward"] = r["ms_per_image"] / rows["forward"]["ms_per_image"]
+    return rows, floor / 1e9
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--height", type=int, default=192)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--tap", default="dec6")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} "
+          f"({jax.device_count()} device(s)), input {args.height}×{args.width}, tap {args.tap}")
+    results = {}
+    for batch in args.batch:
+        rows, floor = run(args.height, args.width, batch, args.repeats, args.tap)
+        results[batch] = {"rows": rows, "grad_floor_gflops": floor}
+        print(f"\nbatch {batch}")
+        print(f"{'method':<16}{'ms/image':>10}{'× Post':>9}{'× fwd':>8}{'GFLOPs':>10}")
+        for name, r in rows.items():
+            print(f"{name:<16}{r['ms_per_image']:>10.1f}{r['x_post']:>9.2f}{r['x_forward']:>8.2f}"
+                  f"{r['gflops']:>10.2f}")
+        print(f"grad FLOP floor (2 forwards + activation backward to {args.tap}): {floor:.2f} "
+              f"GFLOPs; grad = {rows['grad']['gflops'] / floor:.3f}× floor, "
+              f"unbatched reference = {rows['grad_unbatched']['gflops'] / floor:.3f}× floor")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""DepthNet: Monodepth2 (ResNet encoder + depth decoder) with the jaxdepth apply contract.
+
+    outputs = DepthNet().apply(variables, images, offsets=None, dropout_rng=None)
+
+`images` `[B,H,W,3]` float32 in [0,1], H and W multiples of 32. `outputs`:
+  - `disp`  `[B,H,W,1]`: scaled disparity 1/depth (Monodepth2's `disp_to_depth`,
+    min 0.1 / max 100) — for metric models 1/depth as well;
+  - `depth` `[B,H,W,1]`: depth in model units;
+  - `log_sigma` `[B,H,W,1]` when the model has `uncertconv` heads (unbounded, as the
+    reference; σ = exp(log_sigma));
+  - `scales`: tuple over s = 0..3 of dicts with `disp`, `depth`, `raw` (the head
+    output before its activation: sigmoid input, or metric depth) and
+    `log_sigma`, each `[B,H/2^s,W/2^s,1]`;
+  - `features`: tap name (`dec0`…`dec10`) → activation (see `depth_decoder`).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdepth.models.depth_decoder import DepthDecoder
+from jaxdepth.models.init import torch_like_init
+from jaxdepth.models.resnet import ResNetEncoder
+
+
+def disp_to_depth(sigmoid, min_depth: float = 0.1, max_depth: float = 100.0):
+    """Monodepth2's conversion: scaled = 1/max + (1/min − 1/max)·σ; depth = 1/scaled."""
+    min_disp, max_disp = 1.0 / max_depth, 1.0 / min_depth
+    scaled_disp = min_disp + (max_disp - min_disp) * sigmoid
+    return scaled_disp, 1.0 / scaled_disp
+
+
+class DepthNet(nn.Module):
+    """Monodepth2-equivalent depth network.
+
+    Attributes:
+      num_layers: ResNet depth (18 or 50; 34 works too).
+      width: channel multiplier for tiny test models (1.0 = the reference).
+      log_sigma: add an `uncertconv` log σ head per scale (Log / Self models).
+      dropout_rate: channel-dropout rate used when `dropout_rng` is passed
+        (Drop training and In-Drop / MC-Drop inference share the weights).
+      metric: NYU style — the head outputs metric depth, no sigmoid.
+      min_depth, max_depth: the disparity range of `disp_to_depth`.
+    """
+    num_layers: int = 18
+    width: float = 1.0
+    log_sigma: bool = False
+    dropout_rate: float = 0.2
+    metric: bool = False
+    min_depth: float = 0.1
+    max_depth: float = 100.0
+
+    def setup(self):
+        self.encoder = ResNetEncoder(self.num_layers, self.width)
+        self.decoder = DepthDecoder(self.width, self.log_sigma, self.dropout_rate,
+                                    head_name="depthconv" if self.metric else "dispconv")
+
+    def __call__(self, images, offsets: Mapping[str, jax.Array] | None = None, *,
+                 dropout_rng: jax.Array | None = None, dropout_rate: float | None = None,
+                 train: bool = False):
+        """`offsets`: tap → array added to that activation; `dropout_rng`: turns on
+        channel dropout at `dropout_rate` (default: the attribute); `train`:
+        BatchNorm batch statistics (call with `mutable=["batch_stats"]`)."""
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be [B,H,W,3], got shape {images.shape}")
+        if images.shape[1] % 32 or images.shape[2] % 32:
+            raise ValueError(f"image height and width must be multiples of 32, got "
+                             f"{images.shape[1]}×{images.shape[2]}")
+        features = self.encoder(images, train=train)
+        dec = self.decoder(features, offsets, dropout_rng, dropout_rate)
+        scales = []
+        for s, raw in enumerate(dec["heads"]):
+            if self.metric:
+                depth = raw
+                disp = 1.0 / jnp.maximum(raw, 1e-3)
+            else:
+                disp, depth = disp_to_depth(jax.nn.sigmoid(raw), self.min_depth, self.max_depth)
+            entry = {"disp": disp, "depth": depth, "raw": raw}
+            if self.log_sigma:
+                entry["log_sigma"] = dec["log_sigma_heads"][s]
+            scales.append(entry)
+        out = {"disp": scales[0]["disp"], "depth": scales[0]["depth"],
+               "scales": tuple(scales), "features": dec["features"]}
+        if self.log_sigma:
+            out["log_sigma"] = scales[0]["log_sigma"]
+        return out
+
+    def init_variables(self, rng: jax.Array, height: int = 192, width: int = 640):
+        """PyTorch-style random variables (see `init.torch_like_init`) for an
+        input of the given size; `rng` is a JAX key or an int seed."""
+        abstract = jax.eval_shape(self.init, jax.random.PRNGKey(0),
+                                  jnp.zeros((1, height, width, 3), jnp.float32))
+        return torch_like_init(abstract, rng)

@@ -1,0 +1,204 @@
+"""Figures: colour maps, labelled image panels, sparsification-error plots.
+
+Everything renders through matplotlib's object API (``Figure`` + ``FigureCanvasAgg``):
+no ``pyplot``, so no global figure state and no backend switch leaks into the caller.
+PNG sizes are exact: ``save_panel`` lays images out pixel for pixel (see its docstring).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ["colorize", "save_panel", "plot_sparsification", "save_depth_uncertainty_png"]
+
+GREY = (128, 128, 128)
+TITLE_PX = 24  # title strip above each panel, pixels
+PAD_PX = 4  # gap between and around panels, pixels
+MIN_PANEL_PX = 192  # small images are enlarged by an integer factor up to this width
+METRIC_LABELS = {"abs_rel": "Abs Rel", "rmse": "RMSE", "a1": "δ ≥ 1.25"}
+
+
+def _as_2d(name: str, x) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    if x.ndim == 3 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim != 2:
+        raise ValueError(f"{name} must have shape [H, W] or [H, W, 1], got {x.shape}")
+    return x
+
+
+def colorize(x, cmap: str = "magma", vmin=None, vmax=None, mask=None,
+             percentiles: tuple[float, float] = (2.0, 98.0)) -> np.ndarray:
+    """Colour-map ``x: [H, W]`` to ``uint8 [H, W, 3]``; masked or non-finite pixels grey.
+
+    Values are mapped linearly from ``[vmin, vmax]`` (clipped) to ``cmap``. A missing bound
+    defaults to the ``percentiles`` of the valid pixels (``mask & isfinite(x)``), which
+    ignores outliers. ``mask: [H, W]`` bool, True = show.
+    """
+    x = _as_2d("colorize: x", x)
+    valid = np.isfinite(x)
+    if mask is not None:
+        mask = np.asarray(mask, bool)
+        if mask.ndim == 3 and mask.shape[-1] == 1:
+            mask = mask[..., 0]
+        if mask.shape != x.shape:
+            raise ValueError(f"colorize: mask shape {mask.shape} != x shape {x.shape} [H, W]")
+        valid &= mask
+    if valid.any():
+        lo, hi = np.percentile(x[valid], percentiles)
+    else:
+        lo, hi = 0.0, 1.0
+    lo = lo if vmin is None else float(vmin)
+    hi = hi if vmax is None else float(vmax)
+    t = np.clip((np.where(valid, x, lo) - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    rgb = matplotlib.colormaps[cmap](t, bytes=True)[..., :3]
+    rgb[~valid] = GREY
+    return rgb
+
+
+def _as_rgb(i: int, img) -> np.ndarray:
+    a = np.asarray(img)
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 1):
+        return colorize(a)
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"save_panel: images[{i}] must have shape [H, W, 3] or [H, W], "
+                         f"got {a.shape}")
+    if a.dtype == np.uint8:
+        return a
+    return np.round(np.clip(np.nan_to_num(a.astype(np.float64)), 0, 1) * 255).astype(np.uint8)
+
+
+def save_panel(path, images: Sequence, titles: Sequence[str] | None = None,
+               ncols: int | None = None, scale: int | None = None, dpi: int = 100):
+    """Save a grid of labelled images as a PNG; returns ``path``.
+
+    ``images``: ``[H, W, 3]`` (uint8, or float in [0, 1]) or ``[H, W]`` (colour-mapped by
+    ``colorize``). Images are drawn pixel for pixel, enlarged by the integer ``scale``
+    (default: the smallest factor making the widest image at least 192 px wide). With
+    cell size ``h × w`` = scale × (largest H, largest W), ``rows = ceil(n / ncols)``
+    (``ncols`` default ``ceil(sqrt(n))``), the PNG is
+    ``ncols·(w + 4) + 4`` px wide and ``rows·(h + t + 4) + 4`` px high, ``t`` = 24 with
+    titles, else 0.
+    """
+    rgbs = [_as_rgb(i, im) for i, im in enumerate(images)]
+    n = len(rgbs)
+    if n == 0:
+        raise ValueError("save_panel: no images given")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"save_panel: {len(titles)} titles for {n} images")
+    ncols = ncols or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncols)
+    max_h = max(r.shape[0] for r in rgbs)
+    max_w = max(r.shape[1] for r in rgbs)
+    scale = scale or max(1, math.ceil(MIN_PANEL_PX / max_w))
+    title_px = TITLE_PX if titles is not None else 0
+    cell_w, cell_h = max_w * scale, max_h * scale
+    fig_w = ncols * (cell_w + PAD_PX) + PAD_PX
+    fig_h = nrows * (cell_h + title_px + PAD_PX) + PAD_PX
+
+    fig = Figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi, facecolor="white")
+    FigureCanvasAgg(fig)
+    for i, rgb in enumerate(rgbs):
+        row, col = divmod(i, ncols)
+        left = PAD_PX + col * (cell_w + PAD_PX)
+        top = PAD_PX + row * (cell_h + title_px + PAD_PX)  # from the top edge, pixels
+        h, w = rgb.shape[0] * scale, rgb.shape[1] * scale
+        ax = fig.add_axes((left / fig_w, 1 - (top + title_px + h) / fig_h, w / fig_w, h / fig_h))
+        ax.imshow(rgb, interpolation="nearest", aspect="auto")
+        ax.set_axis_off()
+        if titles is not None:
+            fig.text((left + cell_w / 2) / fig_w, 1 - (top + title_px / 2) / fig_h, titles[i],
+                     ha="center", va="center", fontsize=10)
+    fig.savefig(path, dpi=dpi, facecolor="white")
+    return path
+
+
+def _mean_curve(name: str, key: str, y) -> np.ndarray:
+    """A ``[S+1]`` curve, or the mean over images of ``[B, S+1]`` skipping NaN rows."""
+    y = np.asarray(y, np.float64)
+    if y.ndim == 2:
+        y = y[~np.isnan(y).any(axis=1)]
+        if len(y) == 0:
+            raise ValueError(f"plot_sparsification: {name}[{key!r}] has no image without NaN")
+        y = y.mean(axis=0)
+    if y.ndim != 1:
+        raise ValueError(f"plot_sparsification: {name}[{key!r}] must have shape [S+1] or "
+                         f"[B, S+1], got {y.shape}")
+    return y
+
+
+def plot_sparsification(path, curves: Mapping[str, Mapping], metric_name: str,
+                        show_raw: bool = False, dpi: int = 100):
+    """Plot the sparsification error ``method − oracle`` of several methods on one axis.
+
+    ``curves``: ``{method name: {"x": [S+1], "method": [S+1] or [B, S+1],
+    "oracle": same}}`` (e.g. from ``sparsification_curves``; ``[B, S+1]`` is averaged over
+    the images without NaN, as Fig. 2 of the gradient-uncertainty paper averages over the
+    test set). The legend gives each method's AUSE of the mean curves. ``show_raw`` adds a
+    second axis with the raw curves (method solid, oracle dashed). PNG: 600×400 px, or
+    1100×400 with ``show_raw`` (at ``dpi`` 100). Returns ``path``.
+    """
+    if not curves:
+        raise ValueError("plot_sparsification: no curves given")
+    label = METRIC_LABELS.get(metric_name, metric_name)
+    fig = Figure(figsize=(11 if show_raw else 6, 4), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2 if show_raw else 1, squeeze=False)[0]
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz
+    for name, c in curves.items():
+        x = _mean_curve(name, "x", c["x"])
+        method = _mean_curve(name, "method", c["method"])
+        oracle = _mean_curve(name, "oracle", c["oracle"])
+        err = method - oracle
+        (line,) = axes[0].plot(x, err, label=f"{name} (AUSE {trapezoid(err, x=x):.3g})")
+        if show_raw:
+            axes[1].plot(x, method, color=line.get_color(), label=name)
+            axes[1].plot(x, oracle, color=line.get_color(), linestyle="--")
+    axes[0].set_title(f"Sparsification error ({label})")
+    axes[0].set_ylabel(f"{label}: method − oracle")
+    if show_raw:
+        axes[1].set_title(f"Sparsification curves ({label}); dashed: oracle")
+        axes[1].set_ylabel(label)
+    for ax in axes:
+        ax.set_xlabel("fraction of removed pixels")
+        ax.set_xlim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def save_depth_uncertainty_png(path, image, depth, uncertainty, error=None, gt=None,
+                               ncols: int = 1):
+    """Save image, depth, uncertainty (and error, ground truth) as one labelled panel.
+
+    ``image: [H, W, 3]``; ``depth, uncertainty, error, gt: [H, W]`` (or ``[H, W, 1]``).
+    Depth and gt are shown as inverse depth (``magma``, near = bright; gt pixels ≤ 0 or
+    non-finite grey); uncertainty and error with ``hot``. With ``gt``, the error panel shows
+    only the valid gt pixels, and defaults to ``|depth − gt|``. Returns ``path``.
+    """
+    depth = _as_2d("depth", depth)
+    panels = {"image": image}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        panels["depth (shown as 1/depth)"] = colorize(1.0 / depth, "magma")
+    panels["uncertainty"] = colorize(_as_2d("uncertainty", uncertainty), "hot")
+    valid = None
+    if gt is not None:
+        gt = _as_2d("gt", gt)
+        if gt.shape != depth.shape:
+            raise ValueError(f"gt shape {gt.shape} != depth shape {depth.shape} [H, W]")
+        valid = np.isfinite(gt) & (gt > 0)
+        if error is None:
+            error = np.where(valid, np.abs(depth - gt), np.nan)
+    if error is not None:
+        panels["error"] = colorize(_as_2d("error", error), "hot", mask=valid)
+    if gt is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            panels["ground truth (1/depth)"] = colorize(1.0 / gt, "magma", mask=valid)
+    return save_panel(path, list(panels.values()), titles=list(panels), ncols=ncols)
+
