@@ -16,10 +16,14 @@ import json
 import statistics
 import time
 
-import jax
-import jax.numpy as jnp
+from jaxdepth import runtime
 
-from jaxdepth import uncertainty as U
+runtime.configure_cpu()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from jaxdepth import uncertainty as U  # noqa: E402
 from jaxdepth.models import DepthNet
 
 

@@ -1,0 +1,179 @@
+"""Evaluation harness: depth metrics and AUSE/AURG of uncertainty methods, per image
+then averaged, under the KITTI / NYU protocols (PROTOCOL.md), plus the paper-style table.
+
+    ev = Evaluator(KITTI_BENCHMARK)
+    ev.add("Reg", "Grad", estimate, gt_depth)          # any number of batches
+    ev.time("Reg", "Grad", seconds, n_images)
+    rows = ev.rows()                                    # the results.json layout
+    print(format_table(rows))
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdepth import metrics
+
+SCALINGS = ("none", "median", "stereo")
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """How predictions are compared with ground truth.
+
+    gt is valid where finite, > `gt_min` and (if set) < `gt_max`, inside the Garg
+    crop if `garg_crop`; predictions (disparity and uncertainty) are resized
+    bilinearly to the gt size, scaled (`median`: per-image median ratio;
+    `stereo`: × `stereo_factor`), then clamped to [`min_depth`, `max_depth`].
+    """
+    name: str
+    min_depth: float = 1e-3
+    max_depth: float = 80.0
+    gt_min: float = 0.0
+    gt_max: float | None = None
+    garg_crop: bool = False
+    scaling: str = "none"
+    stereo_factor: float = 5.4
+
+    def __post_init__(self):
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
+
+
+KITTI_BENCHMARK = Protocol("kitti_eigen_benchmark")                       # improved gt, gt > 0
+KITTI_EIGEN = Protocol("kitti_eigen", gt_min=1e-3, gt_max=80.0, garg_crop=True)
+NYU = Protocol("nyu", max_depth=10.0, gt_min=1e-3, gt_max=10.0)
+SYNTHETIC = Protocol("synthetic", gt_max=80.0)  # procedural scenes: metric gt, capped at 80 m
+
+
+def prepare(estimate, gt, protocol: Protocol, mask=None):
+    """Align one batch with its ground truth.
+
+    Args: `estimate` with `depth`, `uncertainty` `[B,h,w,1]`; `gt` `[B,H,W,1]`
+    (or `[B,H,W]`); optional extra `mask` `[B,H,W]`.
+    Returns `(pred, uncertainty, valid)`, each `[B,H,W]`.
+    """
+    gt = jnp.asarray(gt)
+    gt = gt[..., 0] if gt.ndim == 4 else gt
+    b, h, w = gt.shape
+    disp = 1.0 / jnp.asarray(estimate.depth)
+    unc = jnp.asarray(estimate.uncertainty)
+    if disp.shape[1:3] != (h, w):
+        disp = jax.image.resize(disp, (b, h, w, 1), "bilinear")
+        unc = jax.image.resize(unc, (b, h, w, 1), "bilinear")
+    pred, unc = 1.0 / disp[..., 0], unc[..., 0]
+    valid = jnp.isfinite(gt) & (gt > protocol.gt_min)
+    if protocol.gt_max is not None:
+        valid &= gt < protocol.gt_max
+    if protocol.garg_crop:
+        valid &= jnp.asarray(metrics.garg_crop_mask(h, w))[None]
+    if mask is not None:
+        valid &= jnp.asarray(mask, bool).reshape(b, h, w)
+    if protocol.scaling == "median":
+        ratio = jax.vmap(metrics.median_scale)(gt, pred, valid)
+        pred = pred * ratio[:, None, None]
+    elif protocol.scaling == "stereo":
+        pred = pred * protocol.stereo_factor
+    return metrics.clamp(pred, protocol.min_depth, protocol.max_depth), unc, valid
+
+
+class Evaluator:
+    """Accumulates per-image depth metrics, AUSE/AURG and sparsification curves per
+    (model, method), and ms/image."""
+
+    def __init__(self, protocol: Protocol, steps: int = 50):
+        self.protocol, self.steps = protocol, steps
+        self._depth = defaultdict(list)
+        self._sparse = defaultdict(list)
+        self._curves = defaultdict(list)
+        self._time = defaultdict(lambda: [0.0, 0])
+        self._order: list[tuple[str, str]] = []
+
+    def add(self, model: str, method: str, estimate, gt, mask=None):
+        key = (model, method)
+        if key not in self._order:
+            self._order.append(key)
+        pred, unc, valid = prepare(estimate, gt, self.protocol, mask)
+        gt2 = jnp.asarray(gt).reshape(pred.shape)
+        self._depth[key].append(jax.device_get(metrics.batch_depth_metrics(gt2, pred, valid)))
+        self._sparse[key].append(jax.device_get(
+            metrics.batch_ause_aurg(gt2, pred, unc, valid, self.steps)))
+        self._curves[key].append(jax.device_get(
+            metrics.sparsification_curves(gt2, pred, unc, valid, self.steps)))
+
+    def time(self, model: str, method: str, seconds: float, n_images: int):
+        entry = self._time[(model, method)]
+        entry[0] += seconds
+        entry[1] += n_images
+
+    def rows(self) -> list[dict]:
+        """One dict per (model, method), in the `results.json` layout."""
+        out = []
+        for key in self._order:
+            depth = metrics.mean_over_images(
+                {k: np.concatenate([np.atleast_1d(d[k]) for d in self._depth[key]])
+                 for k in self._depth[key][0]})
+            sparse = metrics.mean_ause_aurg(self._sparse[key])
+            seconds, n = self._time.get(key, (float("nan"), 0))
+            row = {"model": key[0], "method": key[1]}
+            row.update({m: {"ause": sparse[m]["ause"], "aurg": sparse[m]["aurg"]}
+                        for m in metrics.SPARSIFICATION_METRICS})
+            row["ms_per_image"] = 1e3 * seconds / n if n else float("nan")
+            row["depth"] = depth
+            out.append(row)
+        return out
+
+    def curves(self) -> dict[str, dict]:
+        """`{"Model: Method": {metric: {"x", "method", "oracle"} mean curves}}` for plots."""
+        out = {}
+        for key in self._order:
+            parts = self._curves[key]
+            entry = {}
+            for m in metrics.SPARSIFICATION_METRICS:
+                method = np.concatenate([np.asarray(p[m]["method"]) for p in parts])
+                oracle = np.concatenate([np.asarray(p[m]["oracle"]) for p in parts])
+                ok = ~(np.isnan(method).any(1) | np.isnan(oracle).any(1))
+                entry[m] = {"x": np.asarray(parts[0]["x"]), "method": method[ok].mean(0),
+                            "oracle": oracle[ok].mean(0)}
+            out[f"{key[0]}: {key[1]}"] = entry
+        return out
+
+
+def timed(fn: Callable, *args, repeats: int = 1):
+    """`(result, seconds per call)` of `fn(*args)` after one untimed warm-up call
+    (which compiles); blocks until the result is ready."""
+    jax.block_until_ready(fn(*args))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        result = jax.block_until_ready(fn(*args))
+    return result, (time.perf_counter() - start) / repeats
+
+
+COLUMNS = (("abs_rel", "Abs Rel"), ("rmse", "RMSE"), ("a1", "δ≥1.25"))
+
+
+def format_table(rows: Sequence[dict], title: str | None = None) -> str:
+    """The layout of Table 1 of the gradient-uncertainty paper, plus the depth
+    metrics of each row's depth (abs_rel, rmse, a1)."""
+    head1 = f"{'Model':<8}{'Method':<12}" + "".join(f"{label:^18}" for _, label in COLUMNS)
+    head1 += f"{'Inf':>9}  {'depth':^24}"
+    head2 = f"{'':<20}" + "".join(f"{'AUSE↓':>9}{'AURG↑':>9}" for _ in COLUMNS)
+    head2 += f"{'[ms]':>9}  {'AbsRel':>8}{'RMSE':>8}{'δ<1.25':>8}"
+    lines = ([title] if title else []) + [head1, head2, "-" * len(head2)]
+    previous = None
+    for r in rows:
+        model = r["model"] if r["model"] != previous else ""
+        previous = r["model"]
+        line = f"{model:<8}{r['method']:<12}"
+        for key, _ in COLUMNS:
+            line += f"{r[key]['ause']:>9.3f}{r[key]['aurg']:>9.3f}"
+        d = r["depth"]
+        line += f"{r['ms_per_image']:>9.2f}  {d['abs_rel']:>8.3f}{d['rmse']:>8.3f}{d['a1']:>8.3f}"
+        lines.append(line)
+    return "\n".join(lines)

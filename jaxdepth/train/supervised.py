@@ -1,0 +1,140 @@
+"""Supervised depth training (the NYU recipe of PROTOCOL.md, applied to any source
+with `image` `[H,W,3]` and metric `depth` `[H,W,1]`, 0 = invalid).
+
+Variants (the models the gradient-uncertainty tables compare):
+- `reg`:  plain DepthNet, L1 on depth;
+- `log`:  DepthNet with log σ heads, Laplace NLL |d − y|/σ + log σ;
+- `drop`: DepthNet trained with channel dropout p = 0.2 after every decoder block.
+Boot = several `reg` runs with different seeds; Snap = the last checkpoints of one run.
+
+Loss (per scale s = 0..3, each prediction bilinearly upsampled to the input size,
+then averaged over scales, as Monodepth2 and the NYU recipe): mean over valid
+pixels (0 < y ≤ `max_depth`, finite) of the per-pixel term. Adam, learning rate
+`lr` with one ×0.1 step at `lr_drop_at`·steps (Monodepth2: epoch 15 of 20).
+Augmentation: flip (image and depth) and colour jitter (image only), each p = 0.5.
+BatchNorm uses batch statistics in training and keeps running averages
+(PyTorch momentum 0.1) for inference.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxdepth.losses import laplace_nll
+from jaxdepth.models import DepthNet
+from jaxdepth.train.augment import color_jitter, random_flip
+
+VARIANTS = ("reg", "log", "drop")
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisedConfig:
+    """Everything that decides a supervised run's result (saved with its checkpoints)."""
+    variant: str = "reg"
+    num_layers: int = 18
+    width: float = 0.25
+    height: int = 96
+    image_width: int = 320
+    batch_size: int = 8
+    steps: int = 1500
+    lr: float = 1e-4
+    lr_drop_at: float = 0.75
+    dropout: float = 0.2
+    max_depth: float = 80.0
+    seed: int = 0
+    data_seed: int = 0
+    train_size: int = 4000
+    augment: bool = True
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.height % 32 or self.image_width % 32:
+            raise ValueError(f"height and image_width must be multiples of 32, got "
+                             f"{self.height}×{self.image_width}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def model(self) -> DepthNet:
+        return DepthNet(num_layers=self.num_layers, width=self.width,
+                        log_sigma=self.variant == "log", dropout_rate=self.dropout)
+
+
+def valid_depth(y, max_depth):
+    """Pixels with usable ground truth: finite and in (0, max_depth]."""
+    return jnp.isfinite(y) & (y > 0) & (y <= max_depth)
+
+
+def _masked_mean(x, valid):
+    return jnp.sum(jnp.where(valid, x, 0.0)) / jnp.maximum(valid.sum(), 1)
+
+
+def supervised_loss(outputs, depth_gt, valid, variant: str):
+    """Mean over the 4 scales of the masked per-pixel loss at full resolution."""
+    b, h, w, _ = depth_gt.shape
+    y = jnp.where(valid, depth_gt, 1.0)
+    losses = []
+    for entry in outputs["scales"]:
+        up = lambda x: jax.image.resize(x, (b, h, w, 1), "bilinear")
+        d = up(entry["depth"])
+        if variant == "log":
+            per_pixel = laplace_nll(d, y, up(entry["log_sigma"]))
+        else:
+            per_pixel = jnp.abs(d - y)
+        losses.append(_masked_mean(per_pixel, valid))
+    return jnp.mean(jnp.stack(losses))
+
+
+def learning_rate(cfg: SupervisedConfig):
+    return optax.piecewise_constant_schedule(cfg.lr, {int(cfg.lr_drop_at * cfg.steps): 0.1})
+
+
+def init_state(cfg: SupervisedConfig):
+    """`{"params", "batch_stats", "opt_state", "step"}` for a fresh run."""
+    variables = cfg.model().init_variables(jax.random.PRNGKey(cfg.seed), cfg.height,
+                                           cfg.image_width)
+    tx = optax.adam(learning_rate(cfg))
+    return {"params": variables["params"], "batch_stats": variables["batch_stats"],
+            "opt_state": tx.init(variables["params"]), "step": jnp.zeros((), jnp.int32)}
+
+
+def make_step(cfg: SupervisedConfig):
+    """A jit-compiled `step(state, batch) -> (state, metrics)`."""
+    model, tx = cfg.model(), optax.adam(learning_rate(cfg))
+    base_key = jax.random.PRNGKey(cfg.seed + 1)
+
+    def loss_fn(params, batch_stats, images, depth, key):
+        valid = valid_depth(depth, cfg.max_depth)
+        kw = {"dropout_rng": key} if cfg.variant == "drop" else {}
+        out, updates = model.apply({"params": params, "batch_stats": batch_stats}, images,
+                                   train=True, mutable=["batch_stats"], **kw)
+        loss = supervised_loss(out, depth, valid, cfg.variant)
+        return loss, updates["batch_stats"]
+
+    @jax.jit
+    def step(state, batch):
+        key = jax.random.fold_in(base_key, state["step"])
+        k_flip, k_color, k_drop = jax.random.split(key, 3)
+        images, depth = batch["image"], batch["depth"]
+        if cfg.augment:
+            (images, depth), _ = random_flip(k_flip, images, depth)
+            images = color_jitter(k_color, images)
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"], state["batch_stats"], images, depth, k_drop)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        new = {"params": params, "batch_stats": batch_stats, "opt_state": opt_state,
+               "step": state["step"] + 1}
+        return new, {"loss": loss}
+
+    return step
+
+
+def variables_of(state):
+    """The model variables (`params`, `batch_stats`) of a train state."""
+    return {"params": state["params"], "batch_stats": state["batch_stats"]}
