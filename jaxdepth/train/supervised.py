@@ -2,14 +2,19 @@
 with `image` `[H,W,3]` and metric `depth` `[H,W,1]`, 0 = invalid).
 
 Variants (the models the gradient-uncertainty tables compare):
-- `reg`:  plain DepthNet, L1 on depth;
-- `log`:  DepthNet with log σ heads, Laplace NLL |d − y|/σ + log σ;
+- `reg`:  plain DepthNet, L1 loss;
+- `log`:  DepthNet with log σ heads, Laplace NLL |r|/σ + log σ of the same residual r;
 - `drop`: DepthNet trained with channel dropout p = 0.2 after every decoder block.
 Boot = several `reg` runs with different seeds; Snap = the last checkpoints of one run.
 
 Loss (per scale s = 0..3, each prediction bilinearly upsampled to the input size,
 then averaged over scales, as Monodepth2 and the NYU recipe): mean over valid
-pixels (0 < y ≤ `max_depth`, finite) of the per-pixel term. Adam, learning rate
+pixels (0 < y ≤ `max_depth`, finite) of the per-pixel term on the residual
+r = d − y (`loss_space="depth"`, the NYU recipe for metric-depth decoders) or
+r = log d − log y (`"log"`, the default here: DepthNet predicts a sigmoid
+disparity spanning 0.1–100 m, and an L1 loss in metres drives it through the
+flat tail of the sigmoid at a rate set by the farthest pixels — on the street
+scenes it trained several times slower). Adam, learning rate
 `lr` with one ×0.1 step at `lr_drop_at`·steps (Monodepth2: epoch 15 of 20).
 Augmentation: flip (image and depth) and colour jitter (image only), each p = 0.5.
 BatchNorm uses batch statistics in training and keeps running averages
@@ -49,10 +54,13 @@ class SupervisedConfig:
     data_seed: int = 0
     train_size: int = 4000
     augment: bool = True
+    loss_space: str = "log"
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.loss_space not in ("log", "depth"):
+            raise ValueError(f"loss_space must be 'log' or 'depth', got {self.loss_space!r}")
         if self.height % 32 or self.image_width % 32:
             raise ValueError(f"height and image_width must be multiples of 32, got "
                              f"{self.height}×{self.image_width}")
@@ -74,18 +82,19 @@ def _masked_mean(x, valid):
     return jnp.sum(jnp.where(valid, x, 0.0)) / jnp.maximum(valid.sum(), 1)
 
 
-def supervised_loss(outputs, depth_gt, valid, variant: str):
+def supervised_loss(outputs, depth_gt, valid, variant: str, space: str = "log"):
     """Mean over the 4 scales of the masked per-pixel loss at full resolution."""
     b, h, w, _ = depth_gt.shape
     y = jnp.where(valid, depth_gt, 1.0)
+    transform = jnp.log if space == "log" else (lambda x: x)
     losses = []
     for entry in outputs["scales"]:
         up = lambda x: jax.image.resize(x, (b, h, w, 1), "bilinear")
         d = up(entry["depth"])
         if variant == "log":
-            per_pixel = laplace_nll(d, y, up(entry["log_sigma"]))
+            per_pixel = laplace_nll(transform(d), transform(y), up(entry["log_sigma"]))
         else:
-            per_pixel = jnp.abs(d - y)
+            per_pixel = jnp.abs(transform(d) - transform(y))
         losses.append(_masked_mean(per_pixel, valid))
     return jnp.mean(jnp.stack(losses))
 
@@ -113,7 +122,7 @@ def make_step(cfg: SupervisedConfig):
         kw = {"dropout_rng": key} if cfg.variant == "drop" else {}
         out, updates = model.apply({"params": params, "batch_stats": batch_stats}, images,
                                    train=True, mutable=["batch_stats"], **kw)
-        loss = supervised_loss(out, depth, valid, cfg.variant)
+        loss = supervised_loss(out, depth, valid, cfg.variant, cfg.loss_space)
         return loss, updates["batch_stats"]
 
     @jax.jit
