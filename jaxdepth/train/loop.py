@@ -58,13 +58,18 @@ def fit(step_fn, state, loader, *, steps: int, checkpointer: Checkpointer | None
     state = replicate(state, mesh)
     batch_size = getattr(loader, "batch_size", None)
     bar = tqdm(total=steps, initial=start, desc=description, disable=not progress,
-               dynamic_ncols=True, leave=True)
-    t0, seen, last = time.perf_counter(), 0, {}
+               dynamic_ncols=True, leave=True, mininterval=1.0)
+    wall0 = time.perf_counter()
+    t0, seen, last = None, 0, {}  # throughput is counted from the end of the first (compiling) step
     it = iter(loader)
     for step in range(start, steps):
         batch = shard_batch(next(it), mesh)
         state, metrics = step_fn(state, batch)
-        seen += batch_size or 0
+        if t0 is None:
+            jax.block_until_ready(state)
+            t0 = time.perf_counter()
+        else:
+            seen += batch_size or 0
         if checkpointer is not None:
             checkpointer.save(step + 1, state, loader.get_state(), force=step + 1 == steps)
         if (step + 1) % log_every == 0 or step + 1 == steps:
@@ -76,8 +81,9 @@ def fit(step_fn, state, loader, *, steps: int, checkpointer: Checkpointer | None
     if checkpointer is not None:
         checkpointer.wait()
     if progress:
-        wall = time.perf_counter() - t0
+        wall = time.perf_counter() - wall0
+        rate = seen / max(time.perf_counter() - t0, 1e-9) if t0 is not None else 0.0
         print(f"{description}: {steps - start} steps in {wall:.1f} s"
-              + (f" ({seen / max(wall, 1e-9):.1f} images/s)" if seen else "")
+              + (f" ({rate:.1f} images/s after compilation)" if seen else "")
               + (f", final {', '.join(f'{k} {v:.4g}' for k, v in last.items())}" if last else ""))
     return state

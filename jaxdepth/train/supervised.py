@@ -23,6 +23,7 @@ BatchNorm uses batch statistics in training and keeps running averages
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -104,18 +105,27 @@ def learning_rate(cfg: SupervisedConfig):
 
 
 def init_state(cfg: SupervisedConfig):
-    """`{"params", "batch_stats", "opt_state", "step"}` for a fresh run."""
+    """`{"params", "batch_stats", "opt_state", "key", "step"}` for a fresh run; `key`
+    seeds the run's augmentation and dropout (folded with the step)."""
     variables = cfg.model().init_variables(jax.random.PRNGKey(cfg.seed), cfg.height,
                                            cfg.image_width)
     tx = optax.adam(learning_rate(cfg))
     return {"params": variables["params"], "batch_stats": variables["batch_stats"],
-            "opt_state": tx.init(variables["params"]), "step": jnp.zeros((), jnp.int32)}
+            "opt_state": tx.init(variables["params"]),
+            "key": jax.random.PRNGKey(cfg.seed + 1), "step": jnp.zeros((), jnp.int32)}
 
 
 def make_step(cfg: SupervisedConfig):
-    """A jit-compiled `step(state, batch) -> (state, metrics)`."""
+    """A jit-compiled `step(state, batch) -> (state, metrics)`.
+
+    Runs that differ only in their seeds (Boot members) share one compiled step.
+    """
+    return _make_step(dataclasses.replace(cfg, seed=0, data_seed=0))
+
+
+@functools.lru_cache(maxsize=None)
+def _make_step(cfg: SupervisedConfig):
     model, tx = cfg.model(), optax.adam(learning_rate(cfg))
-    base_key = jax.random.PRNGKey(cfg.seed + 1)
 
     def loss_fn(params, batch_stats, images, depth, key):
         valid = valid_depth(depth, cfg.max_depth)
@@ -127,7 +137,7 @@ def make_step(cfg: SupervisedConfig):
 
     @jax.jit
     def step(state, batch):
-        key = jax.random.fold_in(base_key, state["step"])
+        key = jax.random.fold_in(state["key"], state["step"])
         k_flip, k_color, k_drop = jax.random.split(key, 3)
         images, depth = batch["image"], batch["depth"]
         if cfg.augment:
@@ -138,7 +148,7 @@ def make_step(cfg: SupervisedConfig):
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new = {"params": params, "batch_stats": batch_stats, "opt_state": opt_state,
-               "step": state["step"] + 1}
+               "key": state["key"], "step": state["step"] + 1}
         return new, {"loss": loss}
 
     return step

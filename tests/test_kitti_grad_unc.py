@@ -1,0 +1,47 @@
+"""The main job end to end in --quick mode: trains, evaluates, writes the
+results.json layout the README promises, PNGs, and reuses its checkpoints."""
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "experiments" / "kitti_grad_unc.py"
+
+
+@pytest.fixture(scope="module")
+def experiment():
+    spec = importlib.util.spec_from_file_location("kitti_grad_unc", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_writes_table_json_and_pngs_then_reuses_checkpoints(experiment, tmp_path, capsys):
+    args = ["--quick", "--out", str(tmp_path / "out"), "--checkpoints", str(tmp_path / "ck")]
+    rows = experiment.main(args)
+    printed = capsys.readouterr().out
+    assert "AUSE" in printed and "Grad" in printed
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert result["config"]["quick"] is True and result["config"]["dataset"] == "synthetic"
+    pairs = [(r["model"], r["method"]) for r in result["rows"]]
+    assert pairs == [("Reg", "Post"), ("Reg", "Var"), ("Reg", "In-Drop"), ("Reg", "Grad"),
+                     ("Log", "Log"), ("Log", "Var"), ("Log", "In-Drop"), ("Log", "Grad"),
+                     ("Drop", "Drop"), ("Boot", "Boot")]
+    for row in result["rows"]:
+        for metric in ("abs_rel", "rmse", "a1"):
+            assert set(row[metric]) == {"ause", "aurg"}
+            assert all(math.isfinite(v) for v in row[metric].values())
+        assert row["ms_per_image"] > 0
+        assert {"abs_rel", "rmse", "a1"} <= set(row["depth"])
+    assert rows == result["rows"]
+    for name in ("sparsification_abs_rel.png", "sparsification_rmse.png",
+                 "sparsification_a1.png", "panel_0.png", "table.txt"):
+        assert (tmp_path / "out" / name).stat().st_size > 1000
+    runs = sorted(p.name.split("-")[0] for p in (tmp_path / "ck").iterdir())
+    assert runs == ["boot", "boot", "drop", "log", "reg"]
+
+    # a second run finds every model finished and trains nothing
+    configs, models, _ = experiment.train_models(experiment.parse_args(args + ["--no-train"]))
+    assert capsys.readouterr().out.count("reusing") == len(configs) == len(models) == 5
