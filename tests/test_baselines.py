@@ -61,9 +61,8 @@ def test_var_matches_five_separate_passes(net):
 
 
 def _dropout_loop(apply_fn, variables, images, rng, n, **kw):
-    keys = jax.random.split(rng, n)
-    return np.stack([np.asarray(apply_fn(variables, images, dropout_rng=k, **kw)["disp"])
-                     for k in keys])
+    fwd = jax.jit(lambda v, x, k: apply_fn(v, x, dropout_rng=k, **kw)["disp"])
+    return np.stack([np.asarray(fwd(variables, images, k)) for k in jax.random.split(rng, n)])
 
 
 def test_in_drop_and_mc_drop_match_explicit_sampling(net):
