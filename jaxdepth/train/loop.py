@@ -13,29 +13,15 @@ from __future__ import annotations
 import time
 
 import jax
-import numpy as np
 from tqdm.auto import tqdm
 
+from jaxdepth.data.pipeline import shard_batch
 from jaxdepth.train.checkpoint import Checkpointer
 
 
 def data_mesh():
     """A 1-D mesh over all devices with axis `data`."""
     return jax.make_mesh((jax.device_count(),), ("data",))
-
-
-def shard_batch(batch, mesh):
-    """Put a dict of `[B,...]` arrays on the mesh, split along the batch axis."""
-    n = mesh.devices.size
-    sharding = jax.NamedSharding(mesh, jax.P("data"))
-
-    def put(x):
-        x = np.asarray(x)
-        if x.ndim == 0 or x.shape[0] % n:
-            return jax.device_put(x, jax.NamedSharding(mesh, jax.P()))
-        return jax.device_put(x, sharding)
-
-    return jax.tree.map(put, batch)
 
 
 def replicate(tree, mesh):
