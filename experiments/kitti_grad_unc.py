@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from jaxdepth import uncertainty as U  # noqa: E402
 from jaxdepth import viz  # noqa: E402
+from jaxdepth.benchmarks import kitti  # noqa: E402
 from jaxdepth.data.pipeline import Loader  # noqa: E402
 from jaxdepth.data.synthetic import SyntheticSource  # noqa: E402
 from jaxdepth.evaluation import SYNTHETIC, Evaluator, format_table  # noqa: E402
@@ -64,6 +65,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--panels", type=int, default=None, help="test images drawn as PNG panels")
     p.add_argument("--no-train", action="store_true", help="fail instead of training")
+    kitti.add_arguments(p)
     args = p.parse_args(argv)
     quick = dict(steps=6, boot=2, test_images=4, lr=1e-3, height=32, width=96,
                  model_width=0.125, eval_batch=4, panels=1)
@@ -146,47 +148,46 @@ def build_methods(models, args, snaps):
 
 
 def evaluate(methods, args):
+    """Run every method on the synthetic test split: the Evaluator and, for the
+    first `--panels` images, the inputs, ground truth and each method's estimate."""
     source = SyntheticSource("test", seed=args.seed, height=args.height, width=args.width,
                              length=args.test_images, keys=("image", "depth"))
     ev = Evaluator(SYNTHETIC)
     panels = {}
-    starts = range(0, args.test_images, args.eval_batch)
-    for i, start in enumerate(starts):
+    for start in range(0, args.test_images, args.eval_batch):
         batch = source.get_batch(np.arange(start, min(start + args.eval_batch, len(source))))
         images, gt = jnp.asarray(batch["image"]), jnp.asarray(batch["depth"])
+        if start == 0:
+            panels = {"image": batch["image"], "gt": batch["depth"][..., 0], "estimates": {}}
         for model, method, fn in methods:
-            if i == 0:
+            if start == 0:
                 jax.block_until_ready(fn(images))  # compile outside the timing
             t0 = time.perf_counter()
             est = jax.block_until_ready(fn(images))
             ev.time(model, method, time.perf_counter() - t0, images.shape[0])
             ev.add(model, method, est, gt)
-            if start < args.panels:
-                panels.setdefault("image", []).append(np.asarray(images))
-                panels.setdefault((model, method), []).append(est)
-                panels.setdefault("gt", []).append(np.asarray(gt))
+            if start == 0:
+                panels["estimates"][(model, method)] = jax.device_get(est)
         print(f"evaluated {min(start + args.eval_batch, args.test_images)}/{args.test_images} "
               "test images", flush=True)
     return ev, panels
 
 
 def save_panels(out, panels, n):
-    if not panels:
-        return
-    images = panels["image"][0]
-    gt = panels["gt"][0][..., 0]
-    reg = panels[("Reg", "Post")][0]
+    """One PNG per test image: input, ground truth, Reg depth, its error, and every
+    method's uncertainty (hot: bright = uncertain)."""
+    images, gt = panels["image"], panels["gt"]
+    reg = panels["estimates"][("Reg", "Post")]
     for i in range(min(n, images.shape[0])):
         valid = gt[i] > 0
         depth = np.asarray(reg.depth[i, ..., 0])
         error = np.where(valid, np.abs(depth - gt[i]) / np.where(valid, gt[i], 1), np.nan)
         tiles = [images[i], viz.colorize(1.0 / np.where(valid, gt[i], np.nan)),
                  viz.colorize(1.0 / depth), viz.colorize(error, cmap="hot", mask=valid)]
-        titles = ["input", "ground truth (1/depth)", "Reg depth (1/depth)", "abs rel error"]
-        for key, ests in panels.items():
-            if isinstance(key, tuple):
-                tiles.append(viz.colorize(np.asarray(ests[0].uncertainty[i, ..., 0]), cmap="hot"))
-                titles.append(f"{key[0]}: {key[1]}")
+        titles = ["input", "ground truth (1/depth)", "Reg: Post depth (1/depth)", "abs rel error"]
+        for (model, method), est in panels["estimates"].items():
+            tiles.append(viz.colorize(np.asarray(est.uncertainty[i, ..., 0]), cmap="hot"))
+            titles.append(f"{model}: {method}")
         viz.save_panel(out / f"panel_{i}.png", tiles, titles, ncols=4)
 
 
@@ -206,6 +207,8 @@ def train_models(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.kitti_root:
+        return kitti.run(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
