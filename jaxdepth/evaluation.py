@@ -174,6 +174,8 @@ def format_table(rows: Sequence[dict], title: str | None = None) -> str:
         for key, _ in COLUMNS:
             line += f"{r[key]['ause']:>9.3f}{r[key]['aurg']:>9.3f}"
         d = r["depth"]
-        line += f"{r['ms_per_image']:>9.2f}  {d['abs_rel']:>8.3f}{d['rmse']:>8.3f}{d['a1']:>8.3f}"
+        ms = r["ms_per_image"]
+        line += f"{ms:>9.2f}" if ms == ms else f"{'—':>9}"
+        line += f"  {d['abs_rel']:>8.3f}{d['rmse']:>8.3f}{d['a1']:>8.3f}"
         lines.append(line)
     return "\n".join(lines)
