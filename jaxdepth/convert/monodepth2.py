@@ -528,8 +528,8 @@ def _load_trainer_checkpoint(root: Path, step: int):
                              " — cannot tell which model it trained")
         kwargs = {"num_layers": int(config["num_layers"]), "width": float(config["width"]),
                   "log_sigma": config["variant"] == "log",
-                  "dropout_rate": float(config.get("dropout", 0.2)), "metric": False,
-                  "min_depth": 0.1, "max_depth": 100.0}
+                  "dropout_rate": float(config.get("dropout", 0.2)),
+                  "metric": bool(config.get("metric", False)), "min_depth": 0.1, "max_depth": 100.0}
         model = DepthNet(**kwargs)
         abstract = _abstract_variables(model)
         sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -543,7 +543,7 @@ def _load_trainer_checkpoint(root: Path, step: int):
         mgr.close()
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "model": kwargs,
             "height": int(config["height"]), "width": int(config["image_width"]),
-            "variant": "uncertconv" if kwargs["log_sigma"] else "plain", "metric": False,
+            "variant": "uncertconv" if kwargs["log_sigma"] else "plain", "metric": kwargs["metric"],
             "use_stereo": None, "ensemble": None, "pose": None,
             "source": {"kind": "trainer", "directory": str(root), "step": step, "config": config}}
     return model, {"params": state["params"], "batch_stats": state["batch_stats"]}, meta
