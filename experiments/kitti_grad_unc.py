@@ -35,7 +35,7 @@ from jaxdepth.benchmarks import kitti  # noqa: E402
 from jaxdepth.data.pipeline import Loader  # noqa: E402
 from jaxdepth.data.synthetic import SyntheticSource  # noqa: E402
 from jaxdepth.evaluation import SYNTHETIC, Evaluator, format_table  # noqa: E402
-from jaxdepth.train import supervised  # noqa: E402
+from jaxdepth.train import distill, selfsup, supervised  # noqa: E402
 from jaxdepth.train.checkpoint import Checkpointer  # noqa: E402
 from jaxdepth.train.loop import fit  # noqa: E402
 
@@ -62,6 +62,13 @@ def parse_args(argv=None):
     p.add_argument("--reference", default="flip", choices=("flip", "gray", "noise", "rot", "var"))
     p.add_argument("--aggregate", default="std", choices=("std", "mean", "max"))
     p.add_argument("--variance-weight", type=float, default=2.0, help="λ of Eq. 5 for Log")
+    p.add_argument("--selfsup", nargs="*", default=[], choices=("M", "S", "MS"),
+                   help="also train self-supervised models of these modes (Monodepth2 "
+                        "recipe, jaxdepth.train.selfsup) and add their rows: plain (Post, "
+                        "Var, In-Drop, Grad), Log (Log, Grad), Self (Self, Grad) and Boot; "
+                        "M is evaluated with per-image median scaling, S/MS with ×5.4")
+    p.add_argument("--selfsup-boot", type=int, default=None,
+                   help="bootstrap size of the self-supervised Boot rows (default: --boot)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--panels", type=int, default=None, help="test images drawn as PNG panels")
     p.add_argument("--no-train", action="store_true", help="fail instead of training")
@@ -147,9 +154,74 @@ def build_methods(models, args, snaps):
     return rows
 
 
+def selfsup_configs(args, mode) -> dict:
+    """`{row model name: config}` of the self-supervised models of one mode."""
+    base = selfsup.SelfSupConfig(
+        mode=mode, num_layers=args.num_layers, width=args.model_width, height=args.height,
+        image_width=args.width, batch_size=args.batch_size, steps=args.steps, lr=args.lr,
+        seed=args.seed, data_seed=args.seed)
+    configs = {mode: base, f"{mode} Log": dataclasses.replace(base, variant="log"),
+               f"{mode} Self": distill.DistillConfig(method="self", teacher=base)}
+    n_boot = args.boot if args.selfsup_boot is None else args.selfsup_boot
+    for i in range(n_boot if n_boot >= 2 else 0):
+        configs[f"{mode} Boot{i + 1}"] = dataclasses.replace(base, seed=args.seed + 1000 + i)
+    return configs
+
+
+def train_selfsup(args):
+    """Train or reuse the `--selfsup` models: `(configs, {name: (apply_fn, variables)})`."""
+    configs, models = {}, {}
+    for mode in args.selfsup:
+        for name, cfg in selfsup_configs(args, mode).items():
+            run = "selfsup_" + name.lower().replace(" ", "_").rstrip("0123456789")
+            if isinstance(cfg, distill.DistillConfig):
+                models[name] = distill.train_or_load(run, cfg, args.checkpoints,
+                                                     models[mode][1], no_train=args.no_train)
+            else:
+                models[name] = selfsup.train_or_load(run, cfg, args.checkpoints,
+                                                     no_train=args.no_train)
+            configs[name] = cfg
+    return configs, models
+
+
+def selfsup_methods(models, args):
+    """`[(model, method, fn, protocol)]` for the `--selfsup` models."""
+    key = jax.random.PRNGKey(args.seed)
+    grad_kw = dict(taps=tuple(args.taps), reduce=args.reduce, reference=args.reference,
+                   aggregate=args.aggregate, rng=key)
+    rows = []
+    for mode in args.selfsup:
+        protocol = (dataclasses.replace(SYNTHETIC, name="synthetic_median", scaling="median")
+                    if mode == "M" else
+                    dataclasses.replace(SYNTHETIC, name="synthetic_stereo", scaling="stereo",
+                                        stereo_factor=selfsup.stereo_scale_factor(
+                                            selfsup_configs(args, mode)[mode])))
+        plain, log, self_ = models[mode], models[f"{mode} Log"], models[f"{mode} Self"]
+        rows += [
+            (mode, "Post", lambda x, m=plain: U.post(m[0], m[1], x)),
+            (mode, "Var", lambda x, m=plain: U.var(m[0], m[1], x, rng=key)),
+            (mode, "In-Drop", lambda x, m=plain: U.in_drop(m[0], m[1], x, rng=key)),
+            (mode, "Grad", lambda x, m=plain: U.gradient_uncertainty(m[0], m[1], x, **grad_kw)),
+            (f"{mode} Log", "Log", lambda x, m=log: U.predictive(m[0], m[1], x)),
+            (f"{mode} Log", "Grad", lambda x, m=log: U.gradient_uncertainty(
+                m[0], m[1], x, variance_weight=args.variance_weight, **grad_kw)),
+            (f"{mode} Self", "Self", lambda x, m=self_: U.predictive(m[0], m[1], x)),
+            (f"{mode} Self", "Grad", lambda x, m=self_: U.gradient_uncertainty(
+                m[0], m[1], x, variance_weight=args.variance_weight, **grad_kw)),
+        ]
+        boot = [models[k][1] for k in models if k.startswith(f"{mode} Boot")]
+        if boot:
+            rows.append((f"{mode} Boot", "Boot",
+                         lambda x, b=boot, m=plain: U.ensemble(m[0], b, x)))
+        rows = [r if len(r) == 4 else r + (protocol,) for r in rows]
+    return rows
+
+
 def evaluate(methods, args):
     """Run every method on the synthetic test split: the Evaluator and, for the
-    first `--panels` images, the inputs, ground truth and each method's estimate."""
+    first `--panels` images, the inputs, ground truth and each method's estimate.
+    `methods`: `(model, method, fn)` or `(model, method, fn, protocol)` (default: the
+    KITTI-style metric protocol `SYNTHETIC`)."""
     source = SyntheticSource("test", seed=args.seed, height=args.height, width=args.width,
                              length=args.test_images, keys=("image", "depth"))
     ev = Evaluator(SYNTHETIC)
@@ -159,13 +231,13 @@ def evaluate(methods, args):
         images, gt = jnp.asarray(batch["image"]), jnp.asarray(batch["depth"])
         if start == 0:
             panels = {"image": batch["image"], "gt": batch["depth"][..., 0], "estimates": {}}
-        for model, method, fn in methods:
+        for model, method, fn, *protocol in methods:
             if start == 0:
                 jax.block_until_ready(fn(images))  # compile outside the timing
             t0 = time.perf_counter()
             est = jax.block_until_ready(fn(images))
             ev.time(model, method, time.perf_counter() - t0, images.shape[0])
-            ev.add(model, method, est, gt)
+            ev.add(model, method, est, gt, protocol=protocol[0] if protocol else None)
             if start == 0:
                 panels["estimates"][(model, method)] = jax.device_get(est)
         print(f"evaluated {min(start + args.eval_batch, args.test_images)}/{args.test_images} "
@@ -213,8 +285,10 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     configs, models, snaps = train_models(args)
+    ss_configs, ss_models = train_selfsup(args)
+    configs.update(ss_configs)
     t_train = time.perf_counter() - t_start
-    methods = build_methods(models, args, snaps)
+    methods = build_methods(models, args, snaps) + selfsup_methods(ss_models, args)
     ev, panels = evaluate(methods, args)
     rows = ev.rows()
     title = (f"Uncertainty on procedural street scenes ({args.height}×{args.width}, "

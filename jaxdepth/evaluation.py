@@ -95,11 +95,13 @@ class Evaluator:
         self._time = defaultdict(lambda: [0.0, 0])
         self._order: list[tuple[str, str]] = []
 
-    def add(self, model: str, method: str, estimate, gt, mask=None):
+    def add(self, model: str, method: str, estimate, gt, mask=None, protocol=None):
+        """Add a batch; `protocol` overrides the evaluator's for this row (e.g. median
+        scaling for a monocular model beside metric ones)."""
         key = (model, method)
         if key not in self._order:
             self._order.append(key)
-        pred, unc, valid = prepare(estimate, gt, self.protocol, mask)
+        pred, unc, valid = prepare(estimate, gt, protocol or self.protocol, mask)
         gt2 = jnp.asarray(gt).reshape(pred.shape)
         self._depth[key].append(jax.device_get(metrics.batch_depth_metrics(gt2, pred, valid)))
         self._sparse[key].append(jax.device_get(

@@ -45,3 +45,4 @@ def test_quick_run_writes_table_json_and_pngs_then_reuses_checkpoints(experiment
     # a second run finds every model finished and trains nothing
     configs, models, _ = experiment.train_models(experiment.parse_args(args + ["--no-train"]))
     assert capsys.readouterr().out.count("reusing") == len(configs) == len(models) == 5
+

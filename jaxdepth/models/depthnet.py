@@ -7,7 +7,8 @@
     min 0.1 / max 100) — for metric models 1/depth as well;
   - `depth` `[B,H,W,1]`: depth in model units;
   - `log_sigma` `[B,H,W,1]` when the model has `uncertconv` heads (unbounded, as the
-    reference; σ = exp(log_sigma));
+    reference; σ = exp(log_sigma)); with `sigma_activation="sigmoid"` (SUB-Depth's
+    σ_reg channel) the head is a sigmoid, σ ∈ (0,1), and `log_sigma = log_sigmoid(head)`;
   - `scales`: tuple over s = 0..3 of dicts with `disp`, `depth`, `raw` (the head
     output before its activation: sigmoid input, or metric depth) and
     `log_sigma`, each `[B,H/2^s,W/2^s,1]`;
@@ -44,6 +45,10 @@ class DepthNet(nn.Module):
         (Drop training and In-Drop / MC-Drop inference share the weights).
       metric: NYU style — the head outputs metric depth, no sigmoid.
       min_depth, max_depth: the disparity range of `disp_to_depth`.
+      sigma_activation: `"exp"` (default; the head is log σ, Poggi's Log / Self) or
+        `"sigmoid"` (SUB-Depth's student: σ = sigmoid(head), the second sigmoid
+        channel of its DepthDecoderV2 — a 2-channel 3×3 conv is the same function as
+        the two 1-channel heads here). `log_sigma` is log σ either way.
     """
     num_layers: int = 18
     width: float = 1.0
@@ -52,6 +57,7 @@ class DepthNet(nn.Module):
     metric: bool = False
     min_depth: float = 0.1
     max_depth: float = 100.0
+    sigma_activation: str = "exp"
 
     def setup(self):
         self.encoder = ResNetEncoder(self.num_layers, self.width)
@@ -80,7 +86,13 @@ class DepthNet(nn.Module):
                 disp, depth = disp_to_depth(jax.nn.sigmoid(raw), self.min_depth, self.max_depth)
             entry = {"disp": disp, "depth": depth, "raw": raw}
             if self.log_sigma:
-                entry["log_sigma"] = dec["log_sigma_heads"][s]
+                head = dec["log_sigma_heads"][s]
+                if self.sigma_activation == "sigmoid":
+                    head = jax.nn.log_sigmoid(head)
+                elif self.sigma_activation != "exp":
+                    raise ValueError(f"sigma_activation must be 'exp' or 'sigmoid', got "
+                                     f"{self.sigma_activation!r}")
+                entry["log_sigma"] = head
             scales.append(entry)
         out = {"disp": scales[0]["disp"], "depth": scales[0]["depth"],
                "scales": tuple(scales), "features": dec["features"]}

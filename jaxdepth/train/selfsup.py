@@ -1,0 +1,489 @@
+"""Self-supervised Monodepth2 training (modes M, S, MS) and Poggi et al.'s Log variant,
+written from the recipe of TRAINING.md §3.
+
+    cfg = SelfSupConfig(mode="M", steps=1000)
+    apply_fn, variables = train_or_load("m", cfg, "checkpoints")   # DepthNet.apply contract
+
+**Sources.** Target frame 0; M: frames −1 and +1 with PoseNet transforms (pairs in
+temporal order, the −1 transform inverted); S: the right view with the scene's known
+transform `stereo_T` (no pose network); MS: all three.
+
+**Loss** (per scale s = 0..3, then the mean over scales):
+- the scale's disparity is upsampled bilinearly to the input size, and every source is
+  warped at full resolution with `geometry.warp` (border padding; pixel centres at
+  integer coordinates, `jaxdepth.geometry`'s documented convention) and the full-size K;
+- photometric error 0.85·clip((1−SSIM)/2, 0, 1) + 0.15·L1 (`losses.photometric`);
+  per-pixel minimum over [identity errors of the unwarped sources + 1e-5·N(0,1),
+  reprojection errors] — the auto-mask — averaged over pixels;
+- edge-aware smoothness of the mean-normalised sigmoid disparity at the scale's own
+  resolution, with the target image average-pooled to that resolution (Monodepth2's
+  pyramid is PIL-antialiased halving), weighted `smoothness`/2^s;
+- Log (`variant="log"`): the photometric term is the Laplace likelihood
+  p/σ + log σ with σ = exp(u), u the scale's log σ head upsampled to full resolution
+  (Poggi et al., issues #16/#23 of mono-uncertainty); smoothness unchanged.
+
+**Augmentation** (`augment=True`): a horizontal flip (p = 0.5) of every frame of a
+sample and colour jitter (p = 0.5; brightness, contrast, saturation 0.8–1.2, hue ±0.1,
+one draw for all frames of a sample). The jittered frames feed only the networks; the
+losses see the un-jittered (but flipped) frames. A flip mirrors the world (x → −x), so
+it is handled exactly rather than by Monodepth2's sign convention: the known stereo
+transform becomes M·T·M with M = diag(−1, 1, 1, 1) (t_x = −b → +b) and the principal
+point c_x → W − 1 − c_x (pixel centres at integers); the pose network sees the flipped
+frames and predicts the mirrored motion, consistently with the flipped images it warps.
+
+**Metric scale.** S / MS warp with the scene's stereo transform with its |t_x| replaced
+by `stereo_baseline` (default 0.1, Monodepth2's KITTI convention), so a stereo model's
+depth is true depth × 0.1 / baseline and `stereo_scale_factor(cfg)` = baseline / 0.1
+turns it into metres (5.4 for KITTI's 0.54 m rig, and for the procedural scenes, whose
+rig is 0.54 m too: the ×5.4 of the KITTI stereo evaluation). `stereo_baseline=None`
+uses the metric transform as is (the model then predicts metres); from random weights
+that stalls on the procedural scenes at 64×192: the initial disparity (sigmoid 0.5 →
+depth ≈ 0.2 units) shifts every pixel by more than the image width, all samples hit the
+clamped border, and the photometric loss has no gradient. M models have no scale:
+evaluate them with per-image median scaling.
+
+**Starting from random weights** (Monodepth2 starts both encoders from ImageNet; there
+is none here), two settings differ from the reference, each measured on the procedural
+scenes at 64×192 (width 0.25, lr 1e-3):
+- `init_depth` = 10 (units): the disparity heads' bias starts at that depth, as the
+  supervised trainer's. With the reference's sigmoid 0.5 (depth ≈ 0.2 units) the stereo
+  shift f·0.1/0.2 ≈ 55 px sends every sample to the clamped border and S / MS collapse
+  to the near limit; from 10 units S reaches abs_rel 0.15 (×5.4) in 200 steps.
+- `pose_scale` = 0.1 (the reference: 0.01): PoseNet's output factor. With 0.01 a random
+  pose decoder predicts translations ≈ 0.005 units, the depth that matches them lies
+  below `min_depth`, and M drives every disparity to the near limit (sigmoid → 1);
+  with 0.1 the predicted translation reaches the true direction (cosine 0.92–0.97)
+  and ≈ 85 % of its length within 300 steps. `pose_scale=0.01, init_depth=None` is
+  the reference.
+M from random weights still does not learn depth structure in CPU minutes here (abs_rel
+stays near the constant-depth baseline while its poses are right, and the same depth
+network trained with the true poses learns in 25 steps): `experiments/sub_depth.py` uses
+an MS teacher by default; see its results for the numbers.
+
+**Optimisation.** Adam (β = 0.9, 0.999), learning rate `lr` with one ×0.1 step at
+`lr_drop_at`·steps (Monodepth2: 1e-4 for 14 of 20 epochs from ImageNet weights; from
+random weights, as here, 1e-3 trains in a few hundred steps). The learning rate and its
+drop step live in the train state, so runs differing only in seeds, steps, lr or data size
+share one compiled step. BatchNorm of depth and pose networks uses batch statistics in
+training (both pose pairs in one batched call) and running averages for inference.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxdepth import geometry
+from jaxdepth.losses.nll import laplace_nll
+from jaxdepth.losses.photometric import min_reprojection, photometric_error, smoothness
+from jaxdepth.models import DepthNet, PoseNet
+from jaxdepth.train.augment import color_jitter, random_flip
+from jaxdepth.train.supervised import with_head_bias
+
+MODES = ("M", "S", "MS")
+VARIANTS = ("plain", "log")
+_MIRROR = jnp.diag(jnp.array([-1.0, 1.0, 1.0, 1.0], jnp.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfSupConfig:
+    """Everything that decides a self-supervised run's result (saved with its checkpoints)."""
+    mode: str = "M"
+    variant: str = "plain"
+    num_layers: int = 18
+    width: float = 0.25
+    pose_width: float | None = None  # None: same as `width`
+    pose_scale: float = 0.1
+    init_depth: float | None = 10.0
+    height: int = 64
+    image_width: int = 192
+    batch_size: int = 8
+    steps: int = 1000
+    lr: float = 1e-3
+    lr_drop_at: float = 0.75
+    alpha: float = 0.85
+    smoothness: float = 1e-3
+    num_scales: int = 4
+    automask: bool = True
+    augment: bool = True
+    stereo_baseline: float | None = 0.1  # Monodepth2's |t_x|; None: the scene's own stereo_T
+    min_depth: float = 0.1
+    max_depth: float = 100.0
+    moving_objects: bool = False
+    seed: int = 0
+    data_seed: int = 0
+    train_size: int = 4000
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.height % 32 or self.image_width % 32:
+            raise ValueError(f"height and image_width must be multiples of 32, got "
+                             f"{self.height}×{self.image_width}")
+        if not 1 <= self.num_scales <= 4:
+            raise ValueError(f"num_scales must be 1..4, got {self.num_scales}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def model(self) -> DepthNet:
+        return DepthNet(num_layers=self.num_layers, width=self.width,
+                        log_sigma=self.variant == "log", min_depth=self.min_depth,
+                        max_depth=self.max_depth)
+
+    def pose_model(self) -> PoseNet | None:
+        if "M" not in self.mode:
+            return None
+        return PoseNet(num_layers=self.num_layers,
+                       width=self.width if self.pose_width is None else self.pose_width,
+                       scale=self.pose_scale)
+
+    @property
+    def frame_ids(self) -> tuple:
+        """Source ids: −1, +1 (temporal) and/or "s" (stereo)."""
+        return ((-1, 1) if "M" in self.mode else ()) + (("s",) if "S" in self.mode else ())
+
+
+def data_keys(mode: str) -> tuple[str, ...]:
+    """The `SyntheticSource` keys a mode needs."""
+    keys = ["image", "K"]
+    if "M" in mode:
+        keys.append("frames")
+    if "S" in mode:
+        keys += ["image_right", "stereo_T"]
+    return tuple(keys)
+
+
+def stereo_scale_factor(cfg: SelfSupConfig, true_baseline: float = 0.54) -> float:
+    """Factor turning an S/MS model's depth into metres: true baseline / the one trained
+    with (5.4 for the 0.1 convention on a 0.54 m rig; 1 with `stereo_baseline=None`)."""
+    return 1.0 if cfg.stereo_baseline is None else true_baseline / cfg.stereo_baseline
+
+
+# ----------------------------------------------------------------------------- inputs
+def prepare_inputs(batch, key, *, frame_ids, augment: bool, stereo_baseline=None):
+    """Flip / jitter a batch once for every frame of a sample.
+
+    Returns a dict: `target` `[B,H,W,3]` and `sources` (list, in `frame_ids` order) as
+    the losses see them (flipped, not jittered); `target_aug`, `sources_aug` for the
+    networks; `K` `[B,3,3]` and `stereo_T` `[B,4,4]` (if stereo) adjusted for the flip;
+    `flip` `[B]` bool.
+    """
+    target = jnp.asarray(batch["image"])
+    sources = []
+    for f in frame_ids:
+        sources.append(jnp.asarray(batch["image_right"] if f == "s" else batch["frames"][f]))
+    b, _, w, _ = target.shape
+    K = jnp.asarray(batch["K"])[:, :3, :3].astype(jnp.float32)
+    stereo_T = None
+    if "s" in frame_ids:
+        stereo_T = jnp.asarray(batch["stereo_T"]).astype(jnp.float32)
+        if stereo_baseline is not None:
+            sign = jnp.sign(stereo_T[:, 0, 3])
+            stereo_T = stereo_T.at[:, 0, 3].set(sign * stereo_baseline)
+    k_flip, k_color = jax.random.split(key)
+    flip = jnp.zeros((b,), bool)
+    if augment:
+        (target, *sources), flip = random_flip(k_flip, target, *sources)
+        f = flip.astype(K.dtype)[:, None, None]
+        K = K + f * (K.at[:, 0, 2].set(w - 1 - K[:, 0, 2]) - K)
+        if stereo_T is not None:
+            stereo_T = stereo_T + f * (_MIRROR @ stereo_T @ _MIRROR - stereo_T)
+        stack = jnp.stack([target] + sources, axis=1)  # [B,T,H,W,3]: one draw per sample
+        jittered = color_jitter(k_color, stack)
+        target_aug = jittered[:, 0]
+        sources_aug = [jittered[:, i + 1] for i in range(len(sources))]
+    else:
+        target_aug, sources_aug = target, list(sources)
+    return {"target": target, "sources": sources, "target_aug": target_aug,
+            "sources_aug": sources_aug, "K": K, "stereo_T": stereo_T, "flip": flip}
+
+
+def pose_transforms(pose_apply, pose_variables, inputs, frame_ids, *, train: bool = True):
+    """Target → source transforms `[B,4,4]`, one per frame id (PoseNet for ±1, the known
+    stereo transform for "s"), and the pose network's batch-stat updates (or None)."""
+    temporal = [f for f in frame_ids if f != "s"]
+    transforms, updates = {}, None
+    if temporal:
+        t_aug = inputs["target_aug"]
+        srcs = dict(zip(frame_ids, inputs["sources_aug"]))
+        pairs = [jnp.concatenate([srcs[f], t_aug] if f < 0 else [t_aug, srcs[f]], -1)
+                 for f in temporal]
+        x = jnp.concatenate(pairs, axis=0)  # both pairs in one call
+        if train:
+            (axisangle, translation), updates = pose_apply(pose_variables, x, train=True,
+                                                           mutable=["batch_stats"])
+            updates = updates["batch_stats"]
+        else:
+            axisangle, translation = pose_apply(pose_variables, x)
+        T = geometry.pose_vec_to_mat(axisangle[:, 0], translation[:, 0])
+        b = inputs["target"].shape[0]
+        for i, f in enumerate(temporal):
+            Ti = T[i * b:(i + 1) * b]
+            transforms[f] = geometry.invert_pose(Ti) if f < 0 else Ti
+    if "s" in frame_ids:
+        transforms["s"] = inputs["stereo_T"]
+    return [transforms[f] for f in frame_ids], updates
+
+
+def downsample2x(x):
+    """2×2 average pooling of `[B,h,w,C]` (h, w even)."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def photometric_terms(scales, inputs, transforms, key, *, alpha: float = 0.85,
+                      automask: bool = True):
+    """Per-scale minimum reprojection maps and smoothness values.
+
+    `scales`: the DepthNet's `scales` outputs (s = 0..S−1). Returns a dict with
+    `min_reprojection` (list of `[B,H,W,1]`, full resolution), `automask` (list of bool
+    maps: a reprojection won), `smoothness` (list of unweighted scalars).
+    """
+    target, sources = inputs["target"], inputs["sources"]
+    b, h, w, _ = target.shape
+    n_src, n_sc = len(sources), len(scales)
+    # every (scale, source) warp in one batched call: [S·N·B, ...]
+    disp_up = jnp.stack([jax.image.resize(e["disp"], (b, h, w, 1), "bilinear") for e in scales])
+    depth = jnp.repeat(1.0 / disp_up[:, None], n_src, axis=1).reshape(-1, h, w, 1)
+    src = jnp.stack(sources)  # [N,B,H,W,3]
+    src_all = jnp.broadcast_to(src[None], (n_sc,) + src.shape).reshape(-1, h, w, 3)
+    T = jnp.stack(transforms)  # [N,B,4,4]
+    T_all = jnp.broadcast_to(T[None], (n_sc,) + T.shape).reshape(-1, 4, 4)
+    K_all = jnp.tile(inputs["K"], (n_sc * n_src, 1, 1))
+    warped, _ = geometry.warp(src_all, depth, K_all, T_all, padding="border")
+    # the target broadcasts: its SSIM window statistics are computed once
+    reproj = photometric_error(warped.reshape(n_sc * n_src, b, h, w, 3), target, alpha)
+    reproj = reproj.reshape(n_sc, n_src, b, h, w)
+    reproj = jnp.moveaxis(reproj, 1, -1).reshape(n_sc * b, h, w, n_src)
+    identity = None
+    if automask:
+        ident = photometric_error(src, target, alpha).reshape(n_src, b, h, w)
+        ident = jnp.moveaxis(ident, 0, -1)
+        identity = jnp.tile(ident, (n_sc, 1, 1, 1))  # fresh noise per scale below
+    mins, masks = min_reprojection(reproj, identity, key)
+    mins = mins.reshape(n_sc, b, h, w, 1)
+    masks = masks.reshape(n_sc, b, h, w, 1)
+    smooth, image = [], target
+    for s, entry in enumerate(scales):
+        if s > 0:
+            image = downsample2x(image)
+        smooth.append(smoothness(jax.nn.sigmoid(entry["raw"]), image))
+    return {"min_reprojection": list(mins), "automask": list(masks), "smoothness": smooth}
+
+
+def upsample_to(x, h, w):
+    return jax.image.resize(x, (x.shape[0], h, w, x.shape[-1]), "bilinear")
+
+
+def selfsup_loss(scales, terms, *, variant: str, smoothness_weight: float, height: int,
+                 width: int):
+    """Mean over scales of the (Laplace-weighted for Log) photometric term + smoothness."""
+    total = 0.0
+    for s, entry in enumerate(scales):
+        p = terms["min_reprojection"][s]
+        if variant == "log":
+            u = upsample_to(entry["log_sigma"], height, width)
+            photo = jnp.mean(laplace_nll(p, 0.0, u))
+        else:
+            photo = jnp.mean(p)
+        total = total + photo + smoothness_weight / 2 ** s * terms["smoothness"][s]
+    return total / len(scales)
+
+
+# ----------------------------------------------------------------------------- state / step
+def auto_sharding(fn):
+    """Run a train step body with the mesh axes in Auto mode (GSPMD propagation) and
+    return its outputs replicated.
+
+    `train.loop.fit` shards batches over `jax.make_mesh`'s mesh, whose axes are Explicit in
+    JAX ≥ 0.7 (sharding in types): then reshapes, gathers and `vmap`s over the sharded
+    batch axis (bilinear sampling, per-pixel minima over sources, `jnp.linalg.inv` of
+    batched intrinsics) would each need a hand-written output sharding. Inside
+    `auto_axes` the compiler propagates them. Outside a mesh this is the identity.
+    """
+    auto = jax.sharding.auto_axes(fn, out_sharding=jax.P())
+
+    @functools.wraps(fn)
+    def wrapped(*args):
+        for leaf in jax.tree.leaves(args):
+            mesh = getattr(jax.typeof(leaf).sharding, "mesh", None)
+            if (mesh is not None and not mesh.empty
+                    and jax.sharding.AxisType.Explicit in mesh.axis_types):
+                with jax.sharding.use_abstract_mesh(mesh):
+                    return auto(*args)
+        return fn(*args)
+
+    return wrapped
+
+
+def _hparams(cfg):
+    return {"lr": jnp.asarray(cfg.lr, jnp.float32),
+            "drop_step": jnp.asarray(int(cfg.lr_drop_at * cfg.steps), jnp.int32)}
+
+
+def adam_update(tx, grads, opt_state, params, hparams, step):
+    """Adam update scaled by the state's step schedule (lr, ×0.1 from `drop_step`)."""
+    updates, opt_state = tx.update(grads, opt_state, params)
+    lr = hparams["lr"] * jnp.where(step >= hparams["drop_step"], 0.1, 1.0)
+    updates = jax.tree.map(lambda u: -lr * u, updates)
+    return optax.apply_updates(params, updates), opt_state
+
+
+def init_depth_variables(cfg: SelfSupConfig, model: DepthNet | None = None):
+    """Random DepthNet variables with the disparity heads' bias at `cfg.init_depth`."""
+    model = cfg.model() if model is None else model
+    variables = model.init_variables(jax.random.PRNGKey(cfg.seed), cfg.height, cfg.image_width)
+    if cfg.init_depth is not None:
+        variables = with_head_bias(variables, cfg.init_depth, model.min_depth, model.max_depth)
+    return variables
+
+
+def init_state(cfg: SelfSupConfig):
+    """`{"params": {"depth", "pose"?}, "batch_stats": {...}, "opt_state", "key", "step",
+    "hparams"}` for a fresh run."""
+    depth = init_depth_variables(cfg)
+    params, stats = {"depth": depth["params"]}, {"depth": depth["batch_stats"]}
+    pose_net = cfg.pose_model()
+    if pose_net is not None:
+        pose = pose_net.init_variables(jax.random.PRNGKey(cfg.seed + 7919), cfg.height,
+                                       cfg.image_width)
+        params["pose"], stats["pose"] = pose["params"], pose["batch_stats"]
+    return {"params": params, "batch_stats": stats, "opt_state": optax.scale_by_adam().init(params),
+            "key": jax.random.PRNGKey(cfg.seed + 1), "step": jnp.zeros((), jnp.int32),
+            "hparams": _hparams(cfg)}
+
+
+def compile_key(cfg):
+    """The config with the fields that only enter the state or the data zeroed: runs
+    differing only in them share one compiled step."""
+    return dataclasses.replace(cfg, seed=0, data_seed=0, steps=0, lr=0.0, lr_drop_at=0.0,
+                               train_size=0)
+
+
+def make_step(cfg: SelfSupConfig):
+    """A jit-compiled `step(state, batch) -> (state, metrics)` (metrics: `loss`,
+    `photometric`, `smoothness`, `automask` = fraction of pixels a reprojection won,
+    `sigmoid` = mean sigmoid disparity at scale 0, which shows a collapse to the near or
+    far limit)."""
+    return _make_step(compile_key(cfg))
+
+
+@functools.lru_cache(maxsize=None)
+def _make_step(cfg: SelfSupConfig):
+    model, pose_net = cfg.model(), cfg.pose_model()
+    tx = optax.scale_by_adam()
+    ids = cfg.frame_ids
+
+    def loss_fn(params, batch_stats, inputs, key):
+        out, upd = model.apply({"params": params["depth"], "batch_stats": batch_stats["depth"]},
+                               inputs["target_aug"], train=True, mutable=["batch_stats"])
+        new_stats = {"depth": upd["batch_stats"]}
+        pose_vars = None
+        if pose_net is not None:
+            pose_vars = {"params": params["pose"], "batch_stats": batch_stats["pose"]}
+        transforms, pose_upd = pose_transforms(pose_net.apply if pose_net else None, pose_vars,
+                                               inputs, ids, train=True)
+        if pose_upd is not None:
+            new_stats["pose"] = pose_upd
+        scales = out["scales"][:cfg.num_scales]
+        terms = photometric_terms(scales, inputs, transforms, key, alpha=cfg.alpha,
+                                  automask=cfg.automask)
+        loss = selfsup_loss(scales, terms, variant=cfg.variant,
+                            smoothness_weight=cfg.smoothness, height=cfg.height,
+                            width=cfg.image_width)
+        n = len(scales)
+        metrics = {"photometric": sum(jnp.mean(p) for p in terms["min_reprojection"]) / n,
+                   "smoothness": sum(terms["smoothness"]) / n,
+                   "automask": jnp.mean(terms["automask"][0].astype(jnp.float32)),
+                   "sigmoid": jnp.mean(jax.nn.sigmoid(scales[0]["raw"]))}
+        return loss, (new_stats, metrics)
+
+    @jax.jit
+    @auto_sharding
+    def step(state, batch):
+        key = jax.random.fold_in(state["key"], state["step"])
+        k_aug, k_noise = jax.random.split(key)
+        inputs = prepare_inputs(batch, k_aug, frame_ids=ids, augment=cfg.augment,
+                                stereo_baseline=cfg.stereo_baseline)
+        (loss, (stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"], state["batch_stats"], inputs, k_noise)
+        params, opt_state = adam_update(tx, grads, state["opt_state"], state["params"],
+                                        state["hparams"], state["step"])
+        new = {**state, "params": params, "batch_stats": stats, "opt_state": opt_state,
+               "step": state["step"] + 1}
+        return new, {"loss": loss, **metrics}
+
+    return step
+
+
+def variables_of(state):
+    """The depth model's variables (`params`, `batch_stats`) of a train state."""
+    return {"params": state["params"]["depth"], "batch_stats": state["batch_stats"]["depth"]}
+
+
+def pose_variables_of(state):
+    """The pose network's variables of an M / MS train state."""
+    return {"params": state["params"]["pose"], "batch_stats": state["batch_stats"]["pose"]}
+
+
+# ----------------------------------------------------------------------------- runs
+def run_dir(root, name: str, cfg) -> Path:
+    """`root/<name>-<hash of the config>`: a finished run is found again by its config."""
+    digest = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
+    return Path(root) / f"{name.lower()}-{digest.hexdigest()[:10]}"
+
+
+def run_training(name, cfg, checkpoints, *, run: SelfSupConfig, init_state_fn, step_fn, keys,
+                 no_train: bool = False, keep: int = 1, progress: bool = True):
+    """Train (or resume, or reuse) the run of `cfg` in `run_dir(checkpoints, name, cfg)` on
+    the procedural scenes; `run` gives the data and schedule (sizes, batch, steps, seeds,
+    `moving_objects`). Returns the final state on the host. Shared by the
+    self-supervised and distillation trainers."""
+    from jaxdepth.data.pipeline import Loader
+    from jaxdepth.data.synthetic import SyntheticSource
+    from jaxdepth.train.checkpoint import Checkpointer
+    from jaxdepth.train.loop import fit
+
+    directory = run_dir(checkpoints, name, cfg)
+    state = init_state_fn(cfg)
+    with Checkpointer(directory, cfg.to_dict(), save_every=max(1, run.steps // 10),
+                      keep=keep) as ckpt:
+        if ckpt.latest_step == run.steps:
+            state, _ = ckpt.restore(run.steps, state)
+            if progress:
+                print(f"{name}: reusing {directory}")
+            return jax.device_get(state)
+        if no_train:
+            sys.exit(f"{name}: no finished checkpoint in {directory} and training was disabled")
+        source = SyntheticSource("train", seed=run.data_seed, height=run.height,
+                                 width=run.image_width, length=run.train_size, keys=keys,
+                                 moving_objects=run.moving_objects)
+        loader = Loader(source, run.batch_size, seed=run.seed, shuffle=True)
+        state = fit(step_fn, state, loader, steps=run.steps, checkpointer=ckpt,
+                    description=f"train {name}", progress=progress)
+        loader.close()
+    return jax.device_get(state)
+
+
+def train_or_load(name: str, cfg: SelfSupConfig, checkpoints, *, no_train: bool = False,
+                  progress: bool = True, return_state: bool = False):
+    """`(apply_fn, variables)` of a finished self-supervised run, training (or resuming)
+    it in `checkpoints/<name>-<config hash>` first if needed. `apply_fn` follows the
+    DepthNet contract (`depth`, `disp`, `log_sigma` for Log, `features`). With
+    `return_state` the full train state (pose network included) comes third."""
+    state = run_training(name, cfg, checkpoints, run=cfg, init_state_fn=init_state,
+                         step_fn=make_step(cfg), keys=data_keys(cfg.mode), no_train=no_train,
+                         progress=progress)
+    out = (cfg.model().apply, variables_of(state))
+    return out + (state,) if return_state else out
