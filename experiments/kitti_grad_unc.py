@@ -1,7 +1,7 @@
 """Table 1 of the gradient-uncertainty paper (Hornauer & Belagiannis, ECCV 2022),
 reproduced end to end on jaxdepth's procedural street scenes.
 
-    python experiments/kitti_grad_unc.py            # full default run (≈15 min on 2 CPU cores)
+    python experiments/kitti_grad_unc.py            # full default run (≈12 min on 2 CPU cores)
     python experiments/kitti_grad_unc.py --quick    # smoke run (tests use it)
 
 Trains (or reuses from `--checkpoints`, keyed by config) the Reg, Log, Drop and
