@@ -141,14 +141,21 @@ def plot_sparsification(path, curves: Mapping[str, Mapping], metric_name: str,
     the images without NaN, as Fig. 2 of the gradient-uncertainty paper averages over the
     test set). The legend gives each method's AUSE of the mean curves. ``show_raw`` adds a
     second axis with the raw curves (method solid, oracle dashed). PNG: 600×400 px, or
-    1100×400 with ``show_raw`` (at ``dpi`` 100). Returns ``path``.
+    1100×400 with ``show_raw`` (at ``dpi`` 100); with more than 10 methods the colours
+    come from ``tab20`` and the legend sits right of the plot (4 inches wider). Returns
+    ``path``.
     """
     if not curves:
         raise ValueError("plot_sparsification: no curves given")
     label = METRIC_LABELS.get(metric_name, metric_name)
-    fig = Figure(figsize=(11 if show_raw else 6, 4), dpi=dpi, layout="constrained")
+    many = len(curves) > 10
+    fig = Figure(figsize=((11 if show_raw else 6) + 4 * many, 4), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2 if show_raw else 1, squeeze=False)[0]
+    if many:
+        for ax in axes:
+            ax.set_prop_cycle(color=[matplotlib.colormaps["tab20"](i % 20)
+                                     for i in range(len(curves))])
     trapezoid = getattr(np, "trapezoid", None) or np.trapz
     for name, c in curves.items():
         x = _mean_curve(name, "x", c["x"])
@@ -168,7 +175,10 @@ def plot_sparsification(path, curves: Mapping[str, Mapping], metric_name: str,
         ax.set_xlabel("fraction of removed pixels")
         ax.set_xlim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if many:
+            ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        else:
+            ax.legend(fontsize=8)
     fig.savefig(path, dpi=dpi)
     return path
 
