@@ -223,11 +223,7 @@ def _make_step(cfg: DistillConfig):
         d_teacher = teacher_disp(teacher_vars, inputs["target_aug"])
         (loss, (stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state["params"], state["batch_stats"], inputs, d_teacher, k_noise)
-        params, opt_state = selfsup.adam_update(tx, grads, state["opt_state"], state["params"],
-                                                state["hparams"], state["step"])
-        new = {**state, "params": params, "batch_stats": stats, "opt_state": opt_state,
-               "step": state["step"] + 1}
-        return new, {"loss": loss, **metrics}
+        return selfsup.apply_gradients(tx, state, grads, stats), {"loss": loss, **metrics}
 
     return step
 

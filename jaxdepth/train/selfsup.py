@@ -349,6 +349,14 @@ def init_depth_variables(cfg: SelfSupConfig, model: DepthNet | None = None):
     return variables
 
 
+def apply_gradients(tx, state, grads, batch_stats):
+    """The train state after one `adam_update` step with new BatchNorm statistics."""
+    params, opt_state = adam_update(tx, grads, state["opt_state"], state["params"],
+                                    state["hparams"], state["step"])
+    return {**state, "params": params, "batch_stats": batch_stats, "opt_state": opt_state,
+            "step": state["step"] + 1}
+
+
 def init_state(cfg: SelfSupConfig):
     """`{"params": {"depth", "pose"?}, "batch_stats": {...}, "opt_state", "key", "step",
     "hparams"}` for a fresh run."""
@@ -418,11 +426,7 @@ def _make_step(cfg: SelfSupConfig):
                                 stereo_baseline=cfg.stereo_baseline)
         (loss, (stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state["params"], state["batch_stats"], inputs, k_noise)
-        params, opt_state = adam_update(tx, grads, state["opt_state"], state["params"],
-                                        state["hparams"], state["step"])
-        new = {**state, "params": params, "batch_stats": stats, "opt_state": opt_state,
-               "step": state["step"] + 1}
-        return new, {"loss": loss, **metrics}
+        return apply_gradients(tx, state, grads, stats), {"loss": loss, **metrics}
 
     return step
 
