@@ -26,16 +26,8 @@ ROWS = [("Drop", "Base"), ("Post", "Base"), ("Post", "Var"), ("Post", "In-Drop")
         ("Post", "Grad"), ("Log", "Base"), ("Log", "Var"), ("Log", "In-Drop"), ("Log", "Grad")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cheap_compilation():
-    """These tests compile a few dozen distinct programs of tiny models, where XLA's
-    optimisation passes cost several times more than running the programs: compile them
-    with most optimisations off (both the protocol run and the independent computation
-    here, so they still agree), and restore the setting for the rest of the suite."""
-    previous = bool(jax.config.values.get("jax_disable_most_optimizations", False))
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+# a few dozen distinct programs of tiny models: see conftest.cheap_compilation
+pytestmark = pytest.mark.usefixtures("cheap_compilation")
 
 
 @pytest.fixture(scope="module")
