@@ -50,7 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--model-width", type=float, default=None,
                    help="channel multiplier of DepthNet (default 0.25)")
     p.add_argument("--num-layers", type=int, default=18, choices=(18, 50))
-    p.add_argument("--steps", type=int, default=None, help="training steps per model")
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps per model (--selfsup M runs: "
+                        "selfsup.M_STEPS_FACTOR × as many)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--boot", type=int, default=None, help="bootstrap ensemble size (default 8)")
@@ -65,8 +67,8 @@ def parse_args(argv=None):
     p.add_argument("--selfsup", nargs="*", default=[], choices=("M", "S", "MS"),
                    help="also train self-supervised models of these modes (Monodepth2 "
                         "recipe, jaxdepth.train.selfsup) and add their rows: plain (Post, "
-                        "Var, In-Drop, Grad), Log (Log, Grad), Self (Self, Grad) and Boot; "
-                        "M is evaluated with per-image median scaling, S/MS with ×5.4")
+                        "Var, In-Drop, Grad), Log (Log, Grad), Self (Self, Grad), Drop "
+                        "and Boot; M is evaluated with per-image median scaling, S/MS with ×5.4")
     p.add_argument("--selfsup-boot", type=int, default=None,
                    help="bootstrap size of the self-supervised Boot rows (default: --boot)")
     p.add_argument("--seed", type=int, default=0)
@@ -158,10 +160,12 @@ def selfsup_configs(args, mode) -> dict:
     """`{row model name: config}` of the self-supervised models of one mode."""
     base = selfsup.SelfSupConfig(
         mode=mode, num_layers=args.num_layers, width=args.model_width, height=args.height,
-        image_width=args.width, batch_size=args.batch_size, steps=args.steps, lr=args.lr,
-        seed=args.seed, data_seed=args.seed)
+        image_width=args.width, batch_size=args.batch_size,
+        steps=selfsup.steps_for(mode, args.steps), lr=args.lr, seed=args.seed,
+        data_seed=args.seed)
     configs = {mode: base, f"{mode} Log": dataclasses.replace(base, variant="log"),
-               f"{mode} Self": distill.DistillConfig(method="self", teacher=base)}
+               f"{mode} Self": distill.DistillConfig(method="self", teacher=base),
+               f"{mode} Drop": dataclasses.replace(base, variant="drop")}
     n_boot = args.boot if args.selfsup_boot is None else args.selfsup_boot
     for i in range(n_boot if n_boot >= 2 else 0):
         configs[f"{mode} Boot{i + 1}"] = dataclasses.replace(base, seed=args.seed + 1000 + i)
@@ -197,6 +201,7 @@ def selfsup_methods(models, args):
                                         stereo_factor=selfsup.stereo_scale_factor(
                                             selfsup_configs(args, mode)[mode])))
         plain, log, self_ = models[mode], models[f"{mode} Log"], models[f"{mode} Self"]
+        drop = models[f"{mode} Drop"]
         rows += [
             (mode, "Post", lambda x, m=plain: U.post(m[0], m[1], x)),
             (mode, "Var", lambda x, m=plain: U.var(m[0], m[1], x, rng=key)),
@@ -208,6 +213,7 @@ def selfsup_methods(models, args):
             (f"{mode} Self", "Self", lambda x, m=self_: U.predictive(m[0], m[1], x)),
             (f"{mode} Self", "Grad", lambda x, m=self_: U.gradient_uncertainty(
                 m[0], m[1], x, variance_weight=args.variance_weight, **grad_kw)),
+            (f"{mode} Drop", "Drop", lambda x, m=drop: U.mc_drop(m[0], m[1], x, rng=key)),
         ]
         boot = [models[k][1] for k in models if k.startswith(f"{mode} Boot")]
         if boot:

@@ -51,7 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--model-width", type=float, default=None)
     p.add_argument("--num-layers", type=int, default=18)
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None,
+                   help="steps of the S / MS runs (M: selfsup.M_STEPS_FACTOR × as many)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--smoothness", type=float, default=1e-3)
@@ -74,7 +75,8 @@ def parse_args(argv=None):
 
 def mode_config(args, mode) -> selfsup.SelfSupConfig:
     cfg = sub_depth.teacher_config(args)
-    return dataclasses.replace(cfg, mode=mode, smoothness=args.smoothness,
+    return dataclasses.replace(cfg, mode=mode, steps=selfsup.steps_for(mode, args.steps),
+                               smoothness=args.smoothness,
                                automask=not args.no_automask,
                                stereo_baseline=args.stereo_baseline or None)
 
@@ -136,7 +138,8 @@ def main(argv=None):
         r["scaling"] = scaling[r["model"]]
     title = (f"Self-supervised Monodepth2 from scratch vs constant depth ({args.height}×"
              f"{args.width}, ResNet-{args.num_layers} width {args.model_width}, {args.steps} "
-             f"steps, lr {args.lr}, batch {args.batch_size}, {args.test_images} test images)")
+             f"steps (M {selfsup.steps_for('M', args.steps)}), lr {args.lr}, batch "
+             f"{args.batch_size}, {args.test_images} test images)")
     text = sub_depth.format_depth_table(rows, title)
     text += "\n\ntraining wall time: " + ", ".join(f"{m} {s:.0f} s" for m, s in seconds.items())
     print(text)

@@ -66,7 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--model-width", type=float, default=None,
                    help="channel multiplier of every network (default 0.25)")
     p.add_argument("--num-layers", type=int, default=18, choices=(18, 34, 50))
-    p.add_argument("--steps", type=int, default=None, help="training steps of every model")
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps of every model (M-mode runs: "
+                        "selfsup.M_STEPS_FACTOR × as many)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (×0.1 at 75 %%)")
     p.add_argument("--teacher-mode", default="MS", choices=selfsup.MODES,
@@ -105,10 +107,11 @@ def parse_args(argv=None):
 
 def teacher_config(args, seed=None) -> selfsup.SelfSupConfig:
     seed = args.seed if seed is None else seed
+    mode = getattr(args, "teacher_mode", "M")
     return selfsup.SelfSupConfig(
-        mode=getattr(args, "teacher_mode", "M"), num_layers=args.num_layers,
-        width=args.model_width, height=args.height,
-        image_width=args.width, batch_size=args.batch_size, steps=args.steps, lr=args.lr,
+        mode=mode, num_layers=args.num_layers, width=args.model_width, height=args.height,
+        image_width=args.width, batch_size=args.batch_size,
+        steps=selfsup.steps_for(mode, args.steps), lr=args.lr,
         seed=seed, data_seed=args.seed)
 
 
@@ -135,7 +138,13 @@ def model_configs(args) -> dict:
     return configs
 
 
-def _run_name(name: str) -> str:
+#: Rows whose runs are the same models as `kitti_grad_unc.py --selfsup`'s (one checkpoint).
+SHARED_RUNS = {"teacher": "", "log": "_log", "self": "_self"}
+
+
+def _run_name(name: str, mode: str) -> str:
+    if name in SHARED_RUNS:
+        return f"selfsup_{mode.lower()}{SHARED_RUNS[name]}"
     return "sd_" + "".join(c if c.isalnum() else "_" for c in name)
 
 
@@ -145,15 +154,15 @@ def train_models(args) -> tuple[dict, dict]:
     models = {}
     teacher_vars = None
     for name, cfg in configs.items():
+        run = _run_name(name, configs["teacher"].mode)
         if isinstance(cfg, selfsup.SelfSupConfig):
-            run = f"selfsup_{cfg.mode.lower()}" if name == "teacher" else _run_name(name)
             models[name] = selfsup.train_or_load(run, cfg, args.checkpoints,
                                                  no_train=args.no_train)
             if name == "teacher":
                 teacher_vars = models[name][1]
         else:
-            models[name] = distill.train_or_load(_run_name(name), cfg, args.checkpoints,
-                                                 teacher_vars, no_train=args.no_train)
+            models[name] = distill.train_or_load(run, cfg, args.checkpoints, teacher_vars,
+                                                 no_train=args.no_train)
     return configs, models
 
 

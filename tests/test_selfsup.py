@@ -81,6 +81,24 @@ def test_log_variant_is_finite_and_trains(batch):
     assert np.isfinite(np.asarray(out["log_sigma"])).all()
 
 
+def test_drop_variant_trains_a_thinned_decoder(batch, teacher):
+    """Drop: the plain loss of a decoder with channel dropout: its training outputs
+    depend on the dropout key (the plain model's do not), it trains, and plain configs
+    keep their hash."""
+    cfg = dataclasses.replace(BASE, variant="drop")
+    _, losses, _ = _run(selfsup.make_step(cfg), selfsup.init_state(cfg), batch,
+                        selfsup.data_keys("M"), 3)
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    images = jnp.asarray(batch["image"])
+    variables = selfsup.variables_of(teacher[0])
+    for c, differs in ((cfg, True), (BASE, False)):
+        raw = [selfsup.train_outputs(c, c.model(), variables, images,
+                                     jax.random.PRNGKey(k))[0]["scales"][0]["raw"]
+               for k in (0, 1)]
+        assert bool(jnp.any(jnp.abs(raw[0] - raw[1]) > 1e-3)) == differs
+    assert cfg.to_dict()["dropout"] == 0.2 and "dropout" not in BASE.to_dict()
+
+
 def test_self_and_sub_depth_steps_lower_their_losses(batch, teacher):
     teacher_vars = selfsup.variables_of(teacher[0])
     for cfg, n in ((distill.DistillConfig(method="self", teacher=BASE), 4),
@@ -144,6 +162,10 @@ def test_configs_and_scale():
     cfg = distill.DistillConfig(teacher=BASE)
     assert cfg.student == BASE and cfg.has_pose and cfg.has_uncertnet
     assert distill.DistillConfig(**cfg.to_dict()) == cfg  # round trip through the saved dict
+    # M runs get M_STEPS_FACTOR × the steps of S / MS runs (PoseNet learns the motion first)
+    assert [selfsup.steps_for(m, 600) for m in selfsup.MODES] == [1500, 600, 600]
+    with pytest.raises(ValueError, match="mode"):
+        selfsup.steps_for("X", 600)
     with pytest.raises(ValueError, match="mode"):
         selfsup.SelfSupConfig(mode="X")
     with pytest.raises(ValueError, match="form"):
@@ -189,9 +211,10 @@ def test_sub_depth_quick_run_writes_results(tmp_path, capsys):
     assert by["self σ→depth"]["rmse"] != by["self"]["rmse"]
     for name in ("panel_0.png", "sparsification_abs_rel.png", "tables.txt"):
         assert (tmp_path / "out" / name).stat().st_size > 1000
-    # the student's teacher is the M run, found again by its config
+    # the student's teacher is the M run, found again by its config; Log and Self are the
+    # runs `kitti_grad_unc.py --selfsup M` uses too
     runs = sorted(p.name.split("-")[0] for p in (tmp_path / "ck").iterdir())
-    assert runs == ["sd_log", "sd_self", "sd_student", "selfsup_m"]
+    assert runs == ["sd_student", "selfsup_m", "selfsup_m_log", "selfsup_m_self"]
 
 
 def test_kitti_grad_unc_selfsup_rows_use_their_mode_protocol(tmp_path):
@@ -203,13 +226,13 @@ def test_kitti_grad_unc_selfsup_rows_use_their_mode_protocol(tmp_path):
     args = module.parse_args(["--quick", "--steps", "3", "--boot", "0", "--selfsup", "M",
                               "--checkpoints", str(tmp_path / "ck")])
     configs, models = module.train_selfsup(args)
-    assert list(configs) == list(models) == ["M", "M Log", "M Self"]
+    assert list(configs) == list(models) == ["M", "M Log", "M Self", "M Drop"]
     methods = module.selfsup_methods(models, args)
     assert [(m[0], m[1]) for m in methods] == [
         ("M", "Post"), ("M", "Var"), ("M", "In-Drop"), ("M", "Grad"), ("M Log", "Log"),
-        ("M Log", "Grad"), ("M Self", "Self"), ("M Self", "Grad")]
+        ("M Log", "Grad"), ("M Self", "Self"), ("M Self", "Grad"), ("M Drop", "Drop")]
     assert {m[3].scaling for m in methods} == {"median"}
-    chosen = [m for m in methods if m[1] in ("Post", "Log", "Self")]
+    chosen = [m for m in methods if m[1] in ("Post", "Log", "Self", "Drop")]
     ev, _ = module.evaluate(chosen, args)
     rows = ev.rows()
     assert [(r["model"], r["method"]) for r in rows] == [(m[0], m[1]) for m in chosen]
@@ -220,7 +243,7 @@ def test_kitti_grad_unc_selfsup_rows_use_their_mode_protocol(tmp_path):
               for m, meth, fn, p in chosen[:1]]
     ev2, _ = module.evaluate(scaled, args)
     assert ev2.rows()[0]["depth"]["abs_rel"] == pytest.approx(rows[0]["depth"]["abs_rel"], rel=1e-4)
-    stub = {k: None for k in ("S", "S Log", "S Self")}
+    stub = {k: None for k in ("S", "S Log", "S Self", "S Drop")}
     stereo = module.selfsup_methods(stub, module.parse_args(["--quick", "--selfsup", "S"]))
     assert all(m[3].scaling == "stereo" and m[3].stereo_factor == pytest.approx(5.4)
                for m in stereo)

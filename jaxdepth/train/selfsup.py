@@ -1,5 +1,5 @@
-"""Self-supervised Monodepth2 training (modes M, S, MS) and Poggi et al.'s Log variant,
-written from the recipe of TRAINING.md §3.
+"""Self-supervised Monodepth2 training (modes M, S, MS) and Poggi et al.'s Log and Drop
+variants, written from the recipe of TRAINING.md §3.
 
     cfg = SelfSupConfig(mode="M", steps=1000)
     apply_fn, variables = train_or_load("m", cfg, "checkpoints")   # DepthNet.apply contract
@@ -21,6 +21,9 @@ transform `stereo_T` (no pose network); MS: all three.
 - Log (`variant="log"`): the photometric term is the Laplace likelihood
   p/σ + log σ with σ = exp(u), u the scale's log σ head upsampled to full resolution
   (Poggi et al., issues #16/#23 of mono-uncertainty); smoothness unchanged.
+- Drop (`variant="drop"`): the loss is unchanged and the depth decoder trains with
+  channel dropout at rate `dropout` after every block (the model behind MC dropout,
+  `uncertainty.mc_drop`; Poggi et al.'s Drop, p = 0.2).
 
 **Augmentation** (`augment=True`): a horizontal flip (p = 0.5) of every frame of a
 sample and colour jitter (p = 0.5; brightness, contrast, saturation 0.8–1.2, hue ±0.1,
@@ -55,10 +58,13 @@ scenes at 64×192 (width 0.25, lr 1e-3):
   with 0.1 the predicted translation reaches the true direction (cosine 0.92–0.97)
   and ≈ 85 % of its length within 300 steps. `pose_scale=0.01, init_depth=None` is
   the reference.
-M from random weights still does not learn depth structure in CPU minutes here (abs_rel
-stays near the constant-depth baseline while its poses are right, and the same depth
-network trained with the true poses learns in 25 steps): `experiments/sub_depth.py` uses
-an MS teacher by default; see its results for the numbers.
+**M needs longer.** An M run must find the camera motion before depth can follow: with
+the true poses the same depth network learns in 25 steps, with PoseNet the predicted
+translation wobbles (cosine 0.6–0.98 with the true one) until ≈ 900 steps, and only
+then does depth structure appear (64×192, width 0.25, lr 1e-3; abs_rel after median
+scaling 0.36 at step 600, 0.26 at 1000, 0.23 at 1500; constant depth: 0.47). S and MS,
+anchored by the known stereo transform, learn in ≈ 200 steps. The experiments therefore
+train M runs for `steps_for("M", steps)` = `M_STEPS_FACTOR` × the S / MS steps.
 
 **Optimisation.** Adam (β = 0.9, 0.999), learning rate `lr` with one ×0.1 step at
 `lr_drop_at`·steps (Monodepth2: 1e-4 for 14 of 20 epochs from ImageNet weights; from
@@ -89,7 +95,9 @@ from jaxdepth.train.augment import color_jitter, random_flip
 from jaxdepth.train.supervised import with_head_bias
 
 MODES = ("M", "S", "MS")
-VARIANTS = ("plain", "log")
+VARIANTS = ("plain", "log", "drop")
+#: Steps of a monocular (M) run per step of an S / MS run (see "M needs longer").
+M_STEPS_FACTOR = 2.5
 _MIRROR = jnp.diag(jnp.array([-1.0, 1.0, 1.0, 1.0], jnp.float32))
 
 
@@ -98,6 +106,7 @@ class SelfSupConfig:
     """Everything that decides a self-supervised run's result (saved with its checkpoints)."""
     mode: str = "M"
     variant: str = "plain"
+    dropout: float = 0.2  # channel-dropout rate of the "drop" variant (training and MC)
     num_layers: int = 18
     width: float = 0.25
     pose_width: float | None = None  # None: same as `width`
@@ -134,12 +143,16 @@ class SelfSupConfig:
             raise ValueError(f"num_scales must be 1..4, got {self.num_scales}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if self.variant != "drop":
+            del d["dropout"]  # configs written before the field existed stay equal
+        return d
 
     def model(self) -> DepthNet:
         return DepthNet(num_layers=self.num_layers, width=self.width,
                         log_sigma=self.variant == "log", min_depth=self.min_depth,
-                        max_depth=self.max_depth)
+                        max_depth=self.max_depth,
+                        **({"dropout_rate": self.dropout} if self.variant == "drop" else {}))
 
     def pose_model(self) -> PoseNet | None:
         if "M" not in self.mode:
@@ -152,6 +165,14 @@ class SelfSupConfig:
     def frame_ids(self) -> tuple:
         """Source ids: −1, +1 (temporal) and/or "s" (stereo)."""
         return ((-1, 1) if "M" in self.mode else ()) + (("s",) if "S" in self.mode else ())
+
+
+def steps_for(mode: str, steps: int) -> int:
+    """Training steps of a `mode` run in an experiment whose S / MS runs take `steps`:
+    `M_STEPS_FACTOR` × `steps` for M (PoseNet has to learn the motion first)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return round(steps * M_STEPS_FACTOR) if mode == "M" else steps
 
 
 def data_keys(mode: str) -> tuple[str, ...]:
@@ -387,6 +408,15 @@ def make_step(cfg: SelfSupConfig):
     return _make_step(compile_key(cfg))
 
 
+def train_outputs(cfg: SelfSupConfig, model: DepthNet, variables, images, dropout_rng=None):
+    """The DepthNet outputs of a training step (BatchNorm batch statistics; channel
+    dropout from `dropout_rng` for the "drop" variant, ignored otherwise) and the new
+    batch statistics."""
+    kw = {"dropout_rng": dropout_rng} if cfg.variant == "drop" else {}
+    out, updates = model.apply(variables, images, train=True, mutable=["batch_stats"], **kw)
+    return out, updates["batch_stats"]
+
+
 @functools.lru_cache(maxsize=None)
 def _make_step(cfg: SelfSupConfig):
     model, pose_net = cfg.model(), cfg.pose_model()
@@ -394,9 +424,11 @@ def _make_step(cfg: SelfSupConfig):
     ids = cfg.frame_ids
 
     def loss_fn(params, batch_stats, inputs, key):
-        out, upd = model.apply({"params": params["depth"], "batch_stats": batch_stats["depth"]},
-                               inputs["target_aug"], train=True, mutable=["batch_stats"])
-        new_stats = {"depth": upd["batch_stats"]}
+        key, k_drop = jax.random.split(key) if cfg.variant == "drop" else (key, None)
+        out, new_stats = train_outputs(cfg, model, {"params": params["depth"],
+                                                    "batch_stats": batch_stats["depth"]},
+                                       inputs["target_aug"], k_drop)
+        new_stats = {"depth": new_stats}
         pose_vars = None
         if pose_net is not None:
             pose_vars = {"params": params["pose"], "batch_stats": batch_stats["pose"]}
