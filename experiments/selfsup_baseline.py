@@ -38,7 +38,6 @@ import numpy as np  # noqa: E402
 from jaxdepth.data.synthetic import SyntheticSource  # noqa: E402
 from jaxdepth.evaluation import SYNTHETIC  # noqa: E402
 from jaxdepth.train import selfsup  # noqa: E402
-from jaxdepth.uncertainty import Estimate  # noqa: E402
 
 
 def parse_args(argv=None):

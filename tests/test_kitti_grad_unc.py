@@ -1,21 +1,16 @@
 """The main job end to end in --quick mode: trains, evaluates, writes the
 results.json layout the README promises, PNGs, and reuses its checkpoints."""
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "experiments" / "kitti_grad_unc.py"
+from experiment_scripts import load_experiment
 
 
 @pytest.fixture(scope="module")
 def experiment():
-    spec = importlib.util.spec_from_file_location("kitti_grad_unc", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("kitti_grad_unc")
 
 
 def test_quick_run_writes_table_json_and_pngs_then_reuses_checkpoints(experiment, tmp_path, capsys):

@@ -7,7 +7,6 @@ uncertainty functions called directly, resizing, scaling, masks and metrics in N
 for the reference mode the storage round trip and `compute_aucs` evaluation written out
 literally from the formulas."""
 import argparse
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from experiment_scripts import load_experiment
 from jaxdepth import uncertainty as U
 from jaxdepth.benchmarks import kitti
 from jaxdepth.convert import save_checkpoint
@@ -25,7 +25,6 @@ from jaxdepth.metrics import ause_aurg
 from jaxdepth.models import DepthNet
 from kitti_fixtures import write_calib, write_kitti_raw, write_split
 
-SCRIPT = Path(__file__).parents[1] / "experiments" / "kitti_grad_unc.py"
 H, W = 32, 64                      # network input of the tiny checkpoints
 DISP_BIAS = -4.45                  # sigmoid ≈ 0.0115 -> depth ≈ 8, ×5.4 ≈ 43 m: sane stereo
 ROWS = [("Drop", "Base"), ("Boot", "Base"), ("Post", "Base"), ("Post", "Var"),
@@ -223,10 +222,7 @@ def _mean_rows(per_image):
 
 @pytest.fixture(scope="module")
 def experiment():
-    spec = importlib.util.spec_from_file_location("kitti_grad_unc_protocol", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("kitti_grad_unc", "kitti_grad_unc_protocol")
 
 
 def test_mono_benchmark_every_row_matches_independent_computation(tree, experiment, tmp_path,

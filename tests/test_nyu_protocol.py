@@ -4,7 +4,6 @@ three metric-depth base models (plain, Log, Drop) for 2 steps with the NYU recip
 exports them, evaluates every row, and checks the numbers against an independent
 computation written here (h5py reading, the ×0.5 nearest resize and centre crop, the
 uncertainty functions called directly in depth space, mask, clamp and metrics in NumPy)."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiment_scripts import load_experiment
 from jaxdepth import uncertainty as U
 from jaxdepth.benchmarks import kitti, nyu
 from jaxdepth.convert import is_checkpoint
@@ -21,7 +21,6 @@ from jaxdepth.metrics import ause_aurg
 from jaxdepth.train import supervised
 from kitti_fixtures import write_nyu_tree
 
-SCRIPT = Path(__file__).parents[1] / "experiments" / "nyu_grad_unc.py"
 ROWS = [("Drop", "Base"), ("Post", "Base"), ("Post", "Var"), ("Post", "In-Drop"),
         ("Post", "Grad"), ("Log", "Base"), ("Log", "Var"), ("Log", "In-Drop"), ("Log", "Grad")]
 
@@ -32,10 +31,7 @@ pytestmark = pytest.mark.usefixtures("cheap_compilation")
 
 @pytest.fixture(scope="module")
 def experiment():
-    spec = importlib.util.spec_from_file_location("nyu_grad_unc", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("nyu_grad_unc")
 
 
 def _eval_inputs(root: Path):

@@ -7,16 +7,15 @@ and the steps run on the same device mesh as `train.loop.fit`, so the end-to-end
 this file reuse the compiled steps (one file runs in one test worker).
 """
 import dataclasses
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiment_scripts import load_experiment
 from jaxdepth.data.pipeline import shard_batch
 from jaxdepth.data.synthetic import SyntheticSource
 from jaxdepth.losses import self_teaching_loss, sub_depth_loss
@@ -173,22 +172,14 @@ def test_configs_and_scale():
 
 
 # ----------------------------------------------------------------------------- experiments
-EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 DEPTH = {"abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3"}
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_sub_depth_quick_run_writes_results(tmp_path, capsys):
     """experiments/sub_depth.py end to end (M teacher: the configs of the steps above)."""
     args = ["--quick", "--teacher-mode", "M", "--steps", "3", "--test-images", "8",
             "--out", str(tmp_path / "out"), "--checkpoints", str(tmp_path / "ck")]
-    rows = _load("sub_depth").main(args)
+    rows = load_experiment("sub_depth").main(args)
     printed = capsys.readouterr().out
     assert "Table 2" in printed and "Table 3" in printed and "Table 5" in printed
     assert "Claim check" in printed and "Monodepth2 M (teacher)" in printed
@@ -222,7 +213,7 @@ def test_kitti_grad_unc_selfsup_rows_use_their_mode_protocol(tmp_path):
     evaluated with per-image median scaling (S / MS rows get the known-baseline ×5.4).
     The supervised rows and the shared uncertainty methods are covered by
     tests/test_kitti_grad_unc.py; here three of the rows are evaluated."""
-    module = _load("kitti_grad_unc")
+    module = load_experiment("kitti_grad_unc")
     args = module.parse_args(["--quick", "--steps", "3", "--boot", "0", "--selfsup", "M",
                               "--checkpoints", str(tmp_path / "ck")])
     configs, models = module.train_selfsup(args)

@@ -18,7 +18,6 @@ Predictions are not masked: clamp them first (``clamp``), as the KITTI protocol 
 """
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Mapping, Sequence
 

@@ -1,0 +1,13 @@
+"""The scripts under `experiments/` loaded as modules (they are scripts, not a package)."""
+import importlib.util
+from pathlib import Path
+
+EXPERIMENTS = Path(__file__).parents[1] / "experiments"
+
+
+def load_experiment(name: str, module_name: str | None = None):
+    """`experiments/<name>.py` as a fresh module (`module_name`: its name, default `name`)."""
+    spec = importlib.util.spec_from_file_location(module_name or name, EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
