@@ -2,16 +2,16 @@
 self-distilled student beat its self-supervised teacher, and how do its uncertainties
 compare with Poggi et al.'s Log and Self?
 
-    python experiments/sub_depth.py            # default run (see --help; ≈20 min on 2 cores)
+    python experiments/sub_depth.py            # default run (see --help; ≈45 min on 2 cores)
     python experiments/sub_depth.py --quick    # smoke run (< 5 min on 2 CPU cores)
 
 Trains (or reuses from `--checkpoints`, keyed by config) on the train split:
-- `teacher`: Monodepth2 trained with `--teacher-mode` (default MS: frames −1, 0, +1 with
-  PoseNet and the stereo view; M as in the paper is one flag away), `jaxdepth.train.selfsup`.
-  MS is the default because M from random weights does not learn depth well in CPU
-  minutes here (`python experiments/selfsup_baseline.py`: abs_rel 0.379 after 600 steps
-  against 0.467 for a constant depth, while MS reaches 0.157 and S 0.138); a teacher
-  that has not learned depth makes the teacher-vs-student question meaningless;
+- `teacher`: Monodepth2 trained with `--teacher-mode` (default M as in the paper: frames
+  −1, 0, +1 with PoseNet; S and MS add the stereo view), `jaxdepth.train.selfsup`. M runs
+  train `selfsup.M_STEPS_FACTOR` = 2.5 × `--steps` (1500 by default: from random weights
+  PoseNet needs ≈ 900 steps to find the motion before depth follows; see
+  `python experiments/selfsup_baseline.py`: M abs_rel 0.239 vs 0.467 for a constant
+  depth, MS 0.157 after 600 steps);
 - `student`: SUB-Depth from the frozen teacher (`--form pixel`: per-pixel σ_pho from
   the photometric UncertNet and σ_reg from the student's sigmoid σ head; `scalar`:
   Kendall's one log σ per task; `manual`: `--w-pho`/`--w-reg`);
@@ -42,9 +42,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxdepth import metrics, viz  # noqa: E402
+from jaxdepth import viz  # noqa: E402
 from jaxdepth.data.synthetic import SyntheticSource  # noqa: E402
-from jaxdepth.evaluation import SYNTHETIC, Evaluator, Protocol  # noqa: E402
+from jaxdepth.evaluation import SYNTHETIC, Evaluator  # noqa: E402
 from jaxdepth.losses.distill import TABLE1_WEIGHTS  # noqa: E402
 from jaxdepth.train import distill, selfsup  # noqa: E402
 from jaxdepth.uncertainty import Estimate  # noqa: E402
@@ -71,10 +71,9 @@ def parse_args(argv=None):
                         "selfsup.M_STEPS_FACTOR × as many)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (×0.1 at 75 %%)")
-    p.add_argument("--teacher-mode", default="MS", choices=selfsup.MODES,
+    p.add_argument("--teacher-mode", default="M", choices=selfsup.MODES,
                    help="self-supervision of the teacher (and of the SUB-Depth student and "
-                        "Log): MS by default, because M from random weights does not learn "
-                        "depth in CPU minutes here (see the module docstring)")
+                        "Log): M as in the paper")
     p.add_argument("--form", default="pixel", choices=("pixel", "scalar", "manual"),
                    help="SUB-Depth's task weighting for the `student` row")
     p.add_argument("--w-pho", type=float, default=0.5, help="ω_pho of --form manual")
@@ -322,7 +321,8 @@ def main(argv=None):
     text = tables(rows, args)
     header = (f"SUB-Depth on procedural street scenes ({args.height}×{args.width}, "
               f"{args.test_images} test images, ResNet-{args.num_layers} width "
-              f"{args.model_width}, {args.steps} steps per model, lr {args.lr}, batch "
+              f"{args.model_width}, {selfsup.steps_for(args.teacher_mode, args.steps)} "
+              f"steps per model, lr {args.lr}, batch "
               f"{args.batch_size})")
     text = header + "\n\n" + text
     by = {r["model"]: r for r in rows}
