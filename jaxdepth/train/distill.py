@@ -84,7 +84,8 @@ class DistillConfig:
             raise ValueError("teacher and student must share the input size")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "teacher": self.teacher.to_dict(),
+                "student": self.student.to_dict()}
 
     @property
     def has_pose(self) -> bool:

@@ -62,9 +62,11 @@ scenes at 64×192 (width 0.25, lr 1e-3):
 the true poses the same depth network learns in 25 steps, with PoseNet the predicted
 translation wobbles (cosine 0.6–0.98 with the true one) until ≈ 900 steps, and only
 then does depth structure appear (64×192, width 0.25, lr 1e-3; abs_rel after median
-scaling 0.36 at step 600, 0.26 at 1000, 0.23 at 1500; constant depth: 0.47). S and MS,
-anchored by the known stereo transform, learn in ≈ 200 steps. The experiments therefore
-train M runs for `steps_for("M", steps)` = `M_STEPS_FACTOR` × the S / MS steps.
+scaling on 16 test images 0.36 at step 600, 0.26 at 1000, 0.23 at 1500; on the 64 of
+`experiments/selfsup_baseline.py` 0.239 after 1500 steps against 0.467 for a constant
+depth). S and MS, anchored by the known stereo transform, learn in ≈ 200 steps. The
+experiments therefore train M runs for `steps_for("M", steps)` = `M_STEPS_FACTOR` × the
+S / MS steps.
 
 **Optimisation.** Adam (β = 0.9, 0.999), learning rate `lr` with one ×0.1 step at
 `lr_drop_at`·steps (Monodepth2: 1e-4 for 14 of 20 epochs from ImageNet weights; from
