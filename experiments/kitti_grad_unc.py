@@ -173,8 +173,16 @@ def selfsup_configs(args, mode) -> dict:
 
 
 def train_selfsup(args):
-    """Train or reuse the `--selfsup` models: `(configs, {name: (apply_fn, variables)})`."""
+    """Train or reuse the `--selfsup` models: `(configs, {name: (apply_fn, variables)})`.
+    Models whose depth collapsed to the near limit (`selfsup.collapsed`, on the first
+    test images) are named in a warning and in `args.collapsed`."""
     configs, models = {}, {}
+    args.collapsed = []
+    if not args.selfsup:
+        return configs, models
+    images = SyntheticSource("test", seed=args.seed, height=args.height, width=args.width,
+                             length=args.eval_batch, keys=("image",)).get_batch(
+                                 np.arange(args.eval_batch))["image"]
     for mode in args.selfsup:
         for name, cfg in selfsup_configs(args, mode).items():
             run = "selfsup_" + name.lower().replace(" ", "_").rstrip("0123456789")
@@ -185,6 +193,12 @@ def train_selfsup(args):
                 models[name] = selfsup.train_or_load(run, cfg, args.checkpoints,
                                                      no_train=args.no_train)
             configs[name] = cfg
+            fn, variables = models[name]
+            min_depth = getattr(cfg, "student", cfg).min_depth
+            if selfsup.collapsed(fn(variables, jnp.asarray(images))["depth"], min_depth):
+                args.collapsed.append(name)
+                print(f"WARNING: {name}: depth collapsed to the near limit (scale drift); "
+                      f"its rows measure a constant-depth model", file=sys.stderr)
     return configs, models
 
 
@@ -299,8 +313,13 @@ def main(argv=None):
     rows = ev.rows()
     title = (f"Uncertainty on procedural street scenes ({args.height}×{args.width}, "
              f"{args.test_images} test images, DepthNet ResNet-{args.num_layers} "
-             f"width {args.model_width}, {args.steps} steps/model)")
+             f"width {args.model_width}, {args.steps} steps/model"
+             + (f"; M: {selfsup.steps_for('M', args.steps)}" if "M" in args.selfsup else "")
+             + ")")
     table = format_table(rows, title)
+    if args.collapsed:
+        table += ("\ncollapsed to the near limit (constant depth; their rows are not "
+                  "meaningful): " + ", ".join(args.collapsed))
     print(table)
     (out / "table.txt").write_text(table + "\n")
     config = {k: v for k, v in vars(args).items()}

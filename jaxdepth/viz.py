@@ -142,20 +142,25 @@ def plot_sparsification(path, curves: Mapping[str, Mapping], metric_name: str,
     test set). The legend gives each method's AUSE of the mean curves. ``show_raw`` adds a
     second axis with the raw curves (method solid, oracle dashed). PNG: 600×400 px, or
     1100×400 with ``show_raw`` (at ``dpi`` 100); with more than 10 methods the colours
-    come from ``tab20`` and the legend sits right of the plot (4 inches wider). Returns
-    ``path``.
+    come from ``tab20`` (dashed after the first 20) and the legend sits right of the
+    plot: 4 inches wider per legend column (a second one above 20 methods), taller when
+    its entries need it. Returns ``path``.
     """
     if not curves:
         raise ValueError("plot_sparsification: no curves given")
     label = METRIC_LABELS.get(metric_name, metric_name)
-    many = len(curves) > 10
-    fig = Figure(figsize=((11 if show_raw else 6) + 4 * many, 4), dpi=dpi, layout="constrained")
+    n = len(curves)
+    many = n > 10
+    ncol = 1 + (n > 20)
+    height = max(4.0, 0.2 * -(-n // ncol) + 0.6) if many else 4.0
+    fig = Figure(figsize=((11 if show_raw else 6) + 4 * ncol * many, height), dpi=dpi,
+                 layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2 if show_raw else 1, squeeze=False)[0]
     if many:
         for ax in axes:
-            ax.set_prop_cycle(color=[matplotlib.colormaps["tab20"](i % 20)
-                                     for i in range(len(curves))])
+            ax.set_prop_cycle(color=[matplotlib.colormaps["tab20"](i % 20) for i in range(n)],
+                              linestyle=["-" if i < 20 else "--" for i in range(n)])
     trapezoid = getattr(np, "trapezoid", None) or np.trapz
     for name, c in curves.items():
         x = _mean_curve(name, "x", c["x"])
@@ -176,7 +181,7 @@ def plot_sparsification(path, curves: Mapping[str, Mapping], metric_name: str,
         ax.set_xlim(0, 1)
         ax.grid(alpha=0.3)
         if many:
-            ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+            ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=ncol)
         else:
             ax.legend(fontsize=8)
     fig.savefig(path, dpi=dpi)

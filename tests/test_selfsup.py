@@ -161,6 +161,11 @@ def test_configs_and_scale():
     cfg = distill.DistillConfig(teacher=BASE)
     assert cfg.student == BASE and cfg.has_pose and cfg.has_uncertnet
     assert distill.DistillConfig(**cfg.to_dict()) == cfg  # round trip through the saved dict
+    # a depth map at the near limit (M scale drift into the saturated sigmoid) is flagged
+    depth = np.full((2, 4, 5, 1), 0.1, np.float32)
+    assert selfsup.collapsed(depth, 0.1) and selfsup.collapsed(depth * 1.04, 0.1)
+    depth[0, :1] = 3.0  # 12.5 % of the pixels away from the limit: 87.5 % at it
+    assert selfsup.collapsed(depth, 0.1, share=0.8) and not selfsup.collapsed(depth, 0.1)
     # M runs get M_STEPS_FACTOR × the steps of S / MS runs (PoseNet learns the motion first)
     assert [selfsup.steps_for(m, 600) for m in selfsup.MODES] == [1500, 600, 600]
     with pytest.raises(ValueError, match="mode"):

@@ -57,6 +57,12 @@ def test_plot_sparsification_size_and_inputs(tmp_path):
     assert png_size(viz.plot_sparsification(tmp_path / "s.png", curves, "rmse")) == (600, 400)
     p = viz.plot_sparsification(tmp_path / "r.png", curves, "a1", show_raw=True)
     assert png_size(p) == (1100, 400)
+    # many methods: the legend moves beside the plot, in two columns above 20, and the
+    # figure grows so that every entry fits (0.2 inch per entry)
+    g = curves["grad"]
+    for n, size in ((15, (1000, 400)), (28, (1400, 400)), (60, (1400, 660))):
+        many = {f"m{i}": g for i in range(n)}
+        assert png_size(viz.plot_sparsification(tmp_path / f"m{n}.png", many, "rmse")) == size
     with pytest.raises(ValueError, match="no image"):
         viz.plot_sparsification(tmp_path / "n.png", {"bad": {
             "x": c["x"], "method": c["rmse"]["method"][1:], "oracle": c["rmse"]["oracle"][1:]}},

@@ -465,6 +465,14 @@ def _make_step(cfg: SelfSupConfig):
     return step
 
 
+def collapsed(depth, min_depth: float, *, share: float = 0.9) -> bool:
+    """Whether a model's depth `[B,H,W,1]` has collapsed to the near limit: at least
+    `share` of its pixels within 5 % of `min_depth` (the scale drift of an M run, whose
+    scale nothing anchors, into the saturated sigmoid; the model then predicts a
+    constant depth)."""
+    return float(jnp.mean(jnp.asarray(depth) <= 1.05 * min_depth)) >= share
+
+
 def variables_of(state):
     """The depth model's variables (`params`, `batch_stats`) of a train state."""
     return {"params": state["params"]["depth"], "batch_stats": state["batch_stats"]["depth"]}
