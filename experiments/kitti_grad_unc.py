@@ -9,7 +9,10 @@ Boot models at a small resolution, evaluates every uncertainty method on the
 synthetic test split with the KITTI protocol (80 m cap, valid-pixel masks,
 metrics per image then averaged), prints the table, writes `results.json` and
 PNGs (sparsification-error curves per metric; input/depth/error/uncertainty
-panels) into `--out`.
+panels) into `--out`. `--selfsup M S` adds self-supervised models of those modes
+(plain, Log, Self, Drop, Boot; M runs train 2.5× the steps, see `selfsup.steps_for`)
+evaluated with their mode's scaling; models whose depth collapsed to the near limit are
+flagged under the table and in `config.collapsed`.
 """
 from __future__ import annotations
 
