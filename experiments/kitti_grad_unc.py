@@ -10,7 +10,8 @@ synthetic test split with the KITTI protocol (80 m cap, valid-pixel masks,
 metrics per image then averaged), prints the table, writes `results.json` and
 PNGs (sparsification-error curves per metric; input/depth/error/uncertainty
 panels) into `--out`. `--selfsup M S` adds self-supervised models of those modes
-(plain, Log, Self, Drop, Boot; M runs train 2.5× the steps, see `selfsup.steps_for`)
+(plain, Log, Self, Drop, Boot; M runs train 2.5× the steps, see `selfsup.steps_for`;
+M's Log and Drop are fine-tuned from plain M, see `selfsup.variant_config`)
 evaluated with their mode's scaling; models whose depth collapsed to the near limit are
 flagged under the table and in `config.collapsed`.
 """
@@ -166,9 +167,9 @@ def selfsup_configs(args, mode) -> dict:
         image_width=args.width, batch_size=args.batch_size,
         steps=selfsup.steps_for(mode, args.steps), lr=args.lr, seed=args.seed,
         data_seed=args.seed)
-    configs = {mode: base, f"{mode} Log": dataclasses.replace(base, variant="log"),
+    configs = {mode: base, f"{mode} Log": selfsup.variant_config(base, "log"),
                f"{mode} Self": distill.DistillConfig(method="self", teacher=base),
-               f"{mode} Drop": dataclasses.replace(base, variant="drop")}
+               f"{mode} Drop": selfsup.variant_config(base, "drop")}
     n_boot = args.boot if args.selfsup_boot is None else args.selfsup_boot
     for i in range(n_boot if n_boot >= 2 else 0):
         configs[f"{mode} Boot{i + 1}"] = dataclasses.replace(base, seed=args.seed + 1000 + i)
@@ -194,7 +195,8 @@ def train_selfsup(args):
                                                      models[mode][1], no_train=args.no_train)
             else:
                 models[name] = selfsup.train_or_load(run, cfg, args.checkpoints,
-                                                     no_train=args.no_train)
+                                                     no_train=args.no_train,
+                                                     start_name=f"selfsup_{mode.lower()}")
             configs[name] = cfg
             fn, variables = models[name]
             min_depth = getattr(cfg, "student", cfg).min_depth

@@ -15,7 +15,8 @@ Trains (or reuses from `--checkpoints`, keyed by config) on the train split:
 - `student`: SUB-Depth from the frozen teacher (`--form pixel`: per-pixel σ_pho from
   the photometric UncertNet and σ_reg from the student's sigmoid σ head; `scalar`:
   Kendall's one log σ per task; `manual`: `--w-pho`/`--w-reg`);
-- `log`: the teacher's recipe with a log σ head and the Laplace photometric likelihood;
+- `log`: the teacher's recipe with a log σ head and the Laplace photometric likelihood,
+  fine-tuned from an M teacher (`selfsup.variant_config`);
 - `self`: Poggi's self-teaching student of the same teacher;
 - with `--ablation`, Table 5's `regression` (ω = 0:1) and `1:1` (0.5:0.5) students; with
   `--grid`, every (ω_pho, ω_reg) pair of Table 1; with `--teacher-seeds N`, N−1 more
@@ -123,7 +124,7 @@ def model_configs(args) -> dict:
     configs["student"] = distill.DistillConfig(
         method="sub_depth", teacher=teacher, form=args.form, w_pho=args.w_pho,
         w_reg=args.w_reg, teacher_bn=args.teacher_bn)
-    configs["log"] = dataclasses.replace(teacher, variant="log")
+    configs["log"] = selfsup.variant_config(teacher, "log")
     configs["self"] = distill.DistillConfig(method="self", teacher=teacher,
                                             teacher_bn=args.teacher_bn)
     manual = []
@@ -156,7 +157,8 @@ def train_models(args) -> tuple[dict, dict]:
         run = _run_name(name, configs["teacher"].mode)
         if isinstance(cfg, selfsup.SelfSupConfig):
             models[name] = selfsup.train_or_load(run, cfg, args.checkpoints,
-                                                 no_train=args.no_train)
+                                                 no_train=args.no_train,
+                                                 start_name=_run_name("teacher", cfg.mode))
             if name == "teacher":
                 teacher_vars = models[name][1]
         else:

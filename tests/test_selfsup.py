@@ -98,6 +98,43 @@ def test_drop_variant_trains_a_thinned_decoder(batch, teacher):
     assert cfg.to_dict()["dropout"] == 0.2 and "dropout" not in BASE.to_dict()
 
 
+def test_fine_tuned_variants_start_from_the_plain_run(teacher, tmp_path):
+    """`fine_tune_config`: the variant starts from the plain run's weights (new σ heads
+    random, fresh optimiser) at a tenth of its learning rate, and its saved config names
+    the run it started from; `variant_config` uses it for M."""
+    cfg = selfsup.fine_tune_config(BASE, "log")
+    assert cfg.start_from == BASE and cfg.lr == pytest.approx(0.1 * BASE.lr)
+    # the experiments fine-tune M's variants only (S / MS: the baseline fixes the scale)
+    assert selfsup.variant_config(BASE, "log") == cfg
+    stereo = dataclasses.replace(BASE, mode="S")
+    assert selfsup.variant_config(stereo, "drop") == dataclasses.replace(stereo, variant="drop")
+    assert cfg.to_dict()["start_from"] == BASE.to_dict() and "start_from" not in BASE.to_dict()
+    start = teacher[0]
+    state = selfsup.init_state(cfg, start_state=start)
+    fresh = selfsup.init_state(cfg)
+    flat = dict(jax.tree_util.tree_leaves_with_path(state["params"]))
+    from_start = dict(jax.tree_util.tree_leaves_with_path(start["params"]))
+    for path, leaf in flat.items():
+        if path in from_start:
+            np.testing.assert_array_equal(leaf, from_start[path])
+    heads = [p for p in flat if p not in from_start]
+    assert heads and all("uncertconv" in jax.tree_util.keystr(p) for p in heads)
+    for path in heads:  # the σ heads keep their fresh initialisation
+        np.testing.assert_array_equal(flat[path], dict(
+            jax.tree_util.tree_leaves_with_path(fresh["params"]))[path])
+    assert int(state["step"]) == 0 and all(
+        float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(state["opt_state"].mu))
+    # the start run does not enter the compiled step
+    assert selfsup.make_step(cfg) is selfsup.make_step(dataclasses.replace(cfg, start_from=None))
+    with pytest.raises(ValueError, match="start_from.*width"):
+        selfsup.fine_tune_config(BASE, "drop", width=0.25)
+    with pytest.raises(ValueError, match="start_name"):
+        selfsup.train_or_load("x", cfg, tmp_path)
+    bad = jax.tree.map(lambda x: x[..., :1] if jnp.ndim(x) else x, start)
+    with pytest.raises(ValueError, match="shape"):
+        selfsup.init_state(cfg, start_state=bad)
+
+
 def test_self_and_sub_depth_steps_lower_their_losses(batch, teacher):
     teacher_vars = selfsup.variables_of(teacher[0])
     for cfg, n in ((distill.DistillConfig(method="self", teacher=BASE), 4),

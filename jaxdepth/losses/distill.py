@@ -44,8 +44,8 @@ def self_teaching_loss(disp, disp_teacher, log_sigma, clip: float = 20.0):
 
 
 def _weighted(err, log_sigma, clip):
-    s = jnp.clip(log_sigma, -clip, clip)
-    return err * jnp.exp(-s) + s
+    """err·exp(−s) + s for an error err ≥ 0: the Laplace NLL of err around 0."""
+    return laplace_nll(err, 0.0, log_sigma, clip)
 
 
 def sub_depth_loss(reprojection: Sequence, smooth: Sequence, disp, disp_teacher, *,
