@@ -137,6 +137,26 @@ def velodyne_points() -> tuple[np.ndarray, dict]:
     return pts, {(13, 35): (10.0, 10.27), (9, 0): (10.0, 10.27)}
 
 
+def random_velodyne_points(n: int, seed: int = 0, size=SIZE, depth=(2.0, 70.0),
+                           fx=FX, fy=FY, cx=CX, cy=CY, t=T2) -> np.ndarray:
+    """``n`` float32 velodyne records (x, y, z, r) for the fixture calib: about 80 % of them
+    project inside the ``size`` image of the camera with x offset ``t`` (default cam 2) at
+    camera depth z in ``depth``, the rest lie behind the scanner (x < 0) or outside the
+    image. Inverse of ``u = (fx xc + cx zc + fx t) / zc``, ``v = (fy yc + cy zc) / zc`` and
+    camera = (-Y, -Z - 0.08, X - 0.27)."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    u = rng.uniform(-0.2 * w, 1.2 * w, n)
+    v = rng.uniform(0.0, h + 1.0, n)
+    zc = rng.uniform(*depth, n)
+    xc = ((u - cx) * zc - fx * t) / fx
+    yc = (v - cy) * zc / fy
+    X, Y, Z = zc + 0.27, -xc, -yc - 0.08
+    behind = rng.random(n) < 0.1
+    X = np.where(behind, -X, X)
+    return np.stack([X, Y, Z, rng.uniform(0, 1, n)], 1).astype(np.float32)
+
+
 @dataclass
 class KittiTree:
     root: str

@@ -33,6 +33,11 @@ Conventions (Monodepth2 / Poggi protocol):
   the velodyne scan into the image exactly as Monodepth2's ``generate_depth_map`` with
   ``vel_depth=True`` (the depth stored is the velodyne x coordinate, which is what the
   published ``gt_depths.npz`` contain); ``velodyne_depth="z"`` uses camera z instead.
+- Supervised training ground truth (:class:`KittiDepthTrain`) at the network size
+  ``H×W`` without averaging: velodyne points are projected straight to ``H×W``
+  (:func:`project_velodyne_resized`, camera-z depth by default), improved-gt PNGs are
+  reduced with :func:`resize_sparse_depth` (the minimum valid depth of the native pixels
+  whose centres fall in an output pixel) — in both, the nearest surface wins a pixel.
 - Masks (PROTOCOL.md): ``eigen_benchmark`` gt > 0, no crop; ``eigen`` 1e-3 < gt < 80 and
   the Garg crop (rows ``[0.40810811 h, 0.99189189 h)``, cols ``[0.03594771 w, 0.96405229 w)``,
   truncated to int).
@@ -62,7 +67,8 @@ __all__ = [
     "read_calib_file", "load_calib", "read_velodyne", "read_depth_png", "load_image",
     "velodyne_depth_map", "project_velodyne", "garg_crop_mask", "eval_mask", "scale_intrinsics",
     "image_path", "velodyne_path", "improved_gt_candidates", "augment", "stereo_transform",
-    "make_test_sample", "to_network_image",
+    "make_test_sample", "to_network_image", "KittiDepthTrain", "project_velodyne_resized",
+    "resize_sparse_depth",
 ]
 
 KITTI_BASELINE_M = 0.54          #: nominal stereo baseline of the KITTI rig (metres)
@@ -280,6 +286,69 @@ def velodyne_depth_map(calib_dir: str, velo_file: str, cam: int = 2, vel_depth: 
     calib = calib or load_calib(calib_dir)
     return project_velodyne(read_velodyne(velo_file), calib.velo_to_image(cam), calib.size[cam],
                             vel_depth)
+
+
+def project_velodyne_resized(points: np.ndarray, P_velo2im: np.ndarray,
+                             native_size: tuple[int, int], size: tuple[int, int],
+                             vel_depth: bool = False) -> np.ndarray:
+    """Sparse depth map [H, W] float32 (metres, 0 = no point) of velodyne points projected
+    straight to ``size = (H, W)``, for images resized from ``native_size = (h, w)``.
+
+    As :func:`project_velodyne` (x >= 0, nearest point wins, negative depths -> 0), with the
+    native pixel coordinate of a point ``(u - 1, v - 1)`` (Monodepth2's ``round(u) - 1``:
+    pixel centres at integers) mapped by the resize's pixel-area rule: output column
+    ``floor((u - 0.5) · W / w)``, row ``floor((v - 0.5) · H / h)`` — the output pixel whose
+    area (the native area PIL's resize maps onto it) contains the point. No depth is ever
+    averaged or interpolated. At ``size == native_size`` this *is* :func:`project_velodyne`
+    (identical, ties included)."""
+    H, W = (int(x) for x in size)
+    h, w = (int(x) for x in native_size)
+    if (H, W) == (h, w):
+        return project_velodyne(points, P_velo2im, (h, w), vel_depth)
+    pts = np.asarray(points, np.float64)
+    pts = pts[pts[:, 0] >= 0]
+    hom = np.concatenate([pts[:, :3], np.ones((len(pts), 1))], axis=1)
+    im = hom @ np.asarray(P_velo2im, np.float64).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uv = im[:, :2] / im[:, 2:3]
+    d = pts[:, 0] if vel_depth else im[:, 2]
+    ok = np.all(np.isfinite(uv), axis=1)
+    u = np.floor((uv[ok, 0] - 0.5) * (W / w))
+    v = np.floor((uv[ok, 1] - 0.5) * (H / h))
+    d = d[ok]
+    inside = (u >= 0) & (v >= 0) & (u < W) & (v < H)
+    depth = np.full((H, W), np.inf)
+    np.minimum.at(depth, (v[inside].astype(np.int64), u[inside].astype(np.int64)), d[inside])
+    depth[np.isinf(depth)] = 0.0
+    depth[depth < 0] = 0.0
+    return depth.astype(np.float32)
+
+
+def resize_sparse_depth(depth: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Sparse depth map [h, w] (0 = no data) brought to ``height×width`` without averaging.
+
+    Every valid native pixel (r, c) (depth > 0 and finite) goes to the output pixel whose
+    area contains its centre, ``(floor((r + 0.5)·H/h), floor((c + 0.5)·W/w))``, and each
+    output pixel keeps the *minimum* (nearest) of the depths it receives; output pixels that
+    receive none are 0. For an integer factor this is the minimum valid depth of each
+    ``h/H × w/W`` block; invalid pixels never enter a value. When upsampling, output pixels
+    between native centres stay 0. Returns float32 [height, width]."""
+    d = np.asarray(depth, np.float64)
+    if d.ndim == 3 and d.shape[-1] == 1:
+        d = d[..., 0]
+    if d.ndim != 2:
+        raise ValueError(f"expected a depth map [h, w] or [h, w, 1], got shape {depth.shape}")
+    h, w = d.shape
+    if (h, w) == (height, width):
+        out = np.where(np.isfinite(d) & (d > 0), d, 0.0)
+        return out.astype(np.float32)
+    r, c = np.nonzero(np.isfinite(d) & (d > 0))
+    rows = np.minimum(np.floor((r + 0.5) * (height / h)).astype(np.int64), height - 1)
+    cols = np.minimum(np.floor((c + 0.5) * (width / w)).astype(np.int64), width - 1)
+    out = np.full((height, width), np.inf)
+    np.minimum.at(out, (rows, cols), d[r, c])
+    out[np.isinf(out)] = 0.0
+    return out.astype(np.float32)
 
 
 def garg_crop_mask(h: int, w: int) -> np.ndarray:
@@ -616,3 +685,89 @@ def augment(sample: dict, rng: np.random.Generator, flip_p: float = 0.5,
     if "stereo" in out:
         out["stereo_aug"] = jit(out["stereo"])
     return out
+
+
+# ----------------------------------------------------------------------------- supervised training
+class KittiDepthTrain(_KittiBase):
+    """KITTI raw supervised training source: image and sparse metric depth, both at H×W.
+
+    Frames: the shipped list ``split``/``subset`` (default ``eigen_full``/``train``: Eigen's
+    training scenes, both cameras; every raw frame has a velodyne scan), a split file path,
+    or ``entries`` = [(folder, frame, side), ...] (then ``split`` is only a label).
+
+    ``__getitem__(i)`` -> dict:
+      - ``image`` [H, W, 3] float32 in [0, 1] (LANCZOS resize, as :class:`KittiRaw`)
+      - ``depth`` [H, W, 1] float32 metres, 0 = no data, never averaged across pixels:
+        ``gt="velodyne"`` (default) projects the frame's scan straight to H×W with
+        :func:`project_velodyne_resized` for the camera of ``side`` (P_rect_02 / _03);
+        ``velodyne_depth="z"`` (default) stores camera z — the depth the networks predict
+        and the geometry warps with (the evaluation's ``"x"``, the velodyne's forward
+        coordinate, is ~0.27 m larger: the scanner sits behind the camera); raw scans
+        also hold points the camera cannot see (occluded from its viewpoint, the reason
+        the improved gt exists); ``gt="improved"`` reads
+        the uint16 PNG (raw layout, or ``gt_root`` in the depth-completion layout) and
+        reduces it with :func:`resize_sparse_depth` (minimum valid depth per output pixel)
+      - ``K`` [3,3] float32 pixels at H×W, ``K_norm`` [3,3]
+      - ``meta``: ``folder``, ``frame``, ``side``, ``index``, ``native_size`` int32 [2]
+
+    Missing ground truth is checked when the source is built: with ``skip_missing=False``
+    (default) a FileNotFoundError names the first missing file and how many there are;
+    ``skip_missing=True`` drops those frames (and frames whose image is missing) with a
+    warning. The improved gt has no PNG for the first and last 5 frames of each drive, so
+    ``gt="improved"`` on a shipped list needs ``skip_missing=True``.
+    """
+
+    def __init__(self, root, split=None, subset="train", *, height=192, width=640,
+                 gt="velodyne", gt_root=None, velodyne_depth="z", intrinsics="calib",
+                 image_ext=".png", entries=None, skip_missing=False):
+        if gt not in ("velodyne", "improved"):
+            raise ValueError(f"gt must be 'velodyne' or 'improved', got {gt!r}")
+        if velodyne_depth not in ("x", "z"):
+            raise ValueError(f"velodyne_depth must be 'x' or 'z', got {velodyne_depth!r}")
+        if split is None and entries is None:
+            split = "eigen_full"
+        self.gt, self.vel_depth = gt, velodyne_depth == "x"
+        self.gt_root = None if gt_root is None else os.fspath(gt_root)
+        self._gt_dirs: dict[tuple[str, str], str] = {}
+        super().__init__(root, split, subset, entries=entries, image_ext=image_ext,
+                         intrinsics=intrinsics, height=height, width=width,
+                         skip_missing=skip_missing)
+        if not skip_missing:
+            missing = [e for e in self.entries if not self._has_gt(e)]
+            if missing:
+                e = missing[0]
+                try:
+                    first = self.gt_path(e)
+                except FileNotFoundError as err:
+                    first = str(err)
+                kind = ("velodyne scan (velodyne_points/data/<frame>.bin)" if gt == "velodyne"
+                        else "improved gt PNG (proj_depth/groundtruth/image_0x/<frame>.png)")
+                raise FileNotFoundError(
+                    f"{len(missing)} of {len(self.entries)} frames of KITTI split "
+                    f"{self.split_name}/{subset} have no {kind} under {self.root}; first: "
+                    f"{first} (frame {e.frame} of {e.folder}); pass skip_missing=True to drop "
+                    "them" + ("" if gt == "velodyne" or gt_root else
+                              ", or gt_root=<depth-completion folder with train/ and val/>"))
+
+    gt_path = KittiTest.gt_path
+    _has_gt = KittiTest._has_gt
+
+    def load_gt(self, e: SplitEntry) -> np.ndarray:
+        """[H, W] float32 metres (0 = no data) at the network size."""
+        if self.gt == "velodyne":
+            cal = self.calib(e.folder, velodyne=True)
+            cam = _CAM[e.side]
+            return project_velodyne_resized(read_velodyne(self.gt_path(e)),
+                                            cal.velo_to_image(cam), cal.size[cam],
+                                            (self.height, self.width), self.vel_depth)
+        return resize_sparse_depth(read_depth_png(self.gt_path(e)), self.height, self.width)
+
+    def __getitem__(self, i: int) -> dict:
+        e = self._entry(i)
+        img, native = self._image(e.folder, e.frame, e.side)
+        K_norm = self.k_norm(e.folder, e.side)
+        return {"image": img, "depth": self.load_gt(e)[..., None],
+                "K": scale_intrinsics(K_norm, self.height, self.width), "K_norm": K_norm,
+                "meta": {"folder": _s(e.folder), "frame": np.int32(e.frame),
+                         "side": _s(e.side), "index": np.int64(self.lines[i]),
+                         "native_size": np.array(native, np.int32)}}
