@@ -20,10 +20,12 @@ from jaxdepth.data.pipeline import shard_batch
 from jaxdepth.data.synthetic import SyntheticSource
 from jaxdepth.losses import self_teaching_loss, sub_depth_loss
 from jaxdepth.train import distill, selfsup
+from jaxdepth.train.config import RunConfig
+from jaxdepth.train.runs import RunNotFinished
 from jaxdepth.train.loop import data_mesh, replicate
 
-BASE = selfsup.SelfSupConfig(mode="M", width=0.125, height=32, image_width=96, batch_size=8,
-                             steps=6)
+BASE = selfsup.SelfSupConfig(mode="M", width=0.125, run=RunConfig(
+    height=32, image_width=96, batch_size=8, steps=6))
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,7 @@ def test_fine_tuned_variants_start_from_the_plain_run(teacher, tmp_path):
     random, fresh optimiser) at a tenth of its learning rate, and its saved config names
     the run it started from; `variant_config` uses it for M."""
     cfg = selfsup.fine_tune_config(BASE, "log")
-    assert cfg.start_from == BASE and cfg.lr == pytest.approx(0.1 * BASE.lr)
+    assert cfg.start_from == BASE and cfg.run.lr == pytest.approx(0.1 * BASE.run.lr)
     # the experiments fine-tune M's variants only (S / MS: the baseline fixes the scale)
     assert selfsup.variant_config(BASE, "log") == cfg
     stereo = dataclasses.replace(BASE, mode="S")
@@ -123,13 +125,13 @@ def test_fine_tuned_variants_start_from_the_plain_run(teacher, tmp_path):
         np.testing.assert_array_equal(flat[path], dict(
             jax.tree_util.tree_leaves_with_path(fresh["params"]))[path])
     assert int(state["step"]) == 0 and all(
-        float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(state["opt_state"].mu))
+        float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(state["opt_state"][0].mu))
     # the start run does not enter the compiled step
     assert selfsup.make_step(cfg) is selfsup.make_step(dataclasses.replace(cfg, start_from=None))
     with pytest.raises(ValueError, match="start_from.*width"):
         selfsup.fine_tune_config(BASE, "drop", width=0.25)
-    with pytest.raises(ValueError, match="start_name"):
-        selfsup.train_or_load("x", cfg, tmp_path)
+    with pytest.raises(RunNotFinished, match="selfsup_m-"):  # the start run comes first
+        selfsup.train_or_load(None, cfg, tmp_path, no_train=True)
     bad = jax.tree.map(lambda x: x[..., :1] if jnp.ndim(x) else x, start)
     with pytest.raises(ValueError, match="shape"):
         selfsup.init_state(cfg, start_state=bad)
@@ -197,7 +199,7 @@ def test_configs_and_scale():
     assert BASE.frame_ids == (-1, 1) and dataclasses.replace(BASE, mode="MS").frame_ids == (-1, 1, "s")
     cfg = distill.DistillConfig(teacher=BASE)
     assert cfg.student == BASE and cfg.has_pose and cfg.has_uncertnet
-    assert distill.DistillConfig(**cfg.to_dict()) == cfg  # round trip through the saved dict
+    assert distill.DistillConfig.from_dict(cfg.to_dict()) == cfg  # round trip, saved dict
     # a depth map at the near limit (M scale drift into the saturated sigmoid) is flagged
     depth = np.full((2, 4, 5, 1), 0.1, np.float32)
     assert selfsup.collapsed(depth, 0.1) and selfsup.collapsed(depth * 1.04, 0.1)
@@ -247,36 +249,39 @@ def test_sub_depth_quick_run_writes_results(tmp_path, capsys):
     # the student's teacher is the M run, found again by its config; Log and Self are the
     # runs `kitti_grad_unc.py --selfsup M` uses too
     runs = sorted(p.name.split("-")[0] for p in (tmp_path / "ck").iterdir())
-    assert runs == ["sd_student", "selfsup_m", "selfsup_m_log", "selfsup_m_self"]
+    assert runs == ["selfsup_m", "selfsup_m_log", "selfsup_m_self", "sub_depth_pixel"]
 
 
 def test_kitti_grad_unc_selfsup_rows_use_their_mode_protocol(tmp_path):
-    """`--selfsup M` trains the monocular plain, Log and Self models and adds their rows,
-    evaluated with per-image median scaling (S / MS rows get the known-baseline ×5.4).
-    The supervised rows and the shared uncertainty methods are covered by
+    """`--selfsup M` trains the monocular plain, Log, Self and Drop models and adds their
+    rows, evaluated with per-image median scaling (S / MS rows get the known-baseline
+    ×5.4). The supervised rows and the shared uncertainty methods are covered by
     tests/test_kitti_grad_unc.py; here three of the rows are evaluated."""
     module = load_experiment("kitti_grad_unc")
-    args = module.parse_args(["--quick", "--steps", "3", "--boot", "0", "--selfsup", "M",
-                              "--checkpoints", str(tmp_path / "ck")])
-    configs, models = module.train_selfsup(args)
-    assert list(configs) == list(models) == ["M", "M Log", "M Self", "M Drop"]
-    methods = module.selfsup_methods(models, args)
-    assert [(m[0], m[1]) for m in methods] == [
+    cfg = module.config_of(module.parse_args(["--quick", "--steps", "3", "--boot", "0",
+                                              "--selfsup", "M"]))
+    configs = module.selfsup_configs(cfg, "M")
+    assert list(configs) == ["M", "M Log", "M Self", "M Drop"]
+    models, _, collapsed = module.train_models(cfg, configs, tmp_path / "ck")
+    assert list(models) == list(configs)
+    rows = module.selfsup_table_rows(cfg, configs, models, "M")
+    assert [(r.model, r.method) for r in rows] == [
         ("M", "Post"), ("M", "Var"), ("M", "In-Drop"), ("M", "Grad"), ("M Log", "Log"),
         ("M Log", "Grad"), ("M Self", "Self"), ("M Self", "Grad"), ("M Drop", "Drop")]
-    assert {m[3].scaling for m in methods} == {"median"}
-    chosen = [m for m in methods if m[1] in ("Post", "Log", "Self")]  # MC Drop: elsewhere
-    ev, _ = module.evaluate(chosen, args)
-    rows = ev.rows()
-    assert [(r["model"], r["method"]) for r in rows] == [(m[0], m[1]) for m in chosen]
-    for row in rows:
+    assert {r.protocol.scaling for r in rows} == {"median"}
+    chosen = [r for r in rows if r.method in ("Post", "Log", "Self")]  # MC Drop: elsewhere
+    ev, _ = module.evaluate_rows(chosen, cfg)
+    result = ev.rows()
+    assert [(r["model"], r["method"]) for r in result] == [(r.model, r.method) for r in chosen]
+    for row in result:
         assert all(math.isfinite(row[m]["ause"]) for m in ("abs_rel", "rmse", "a1"))
     # median scaling: a model's depth rescaled by any constant scores the same
-    scaled = [(m, meth, lambda x, f=fn: f(x)._replace(depth=3.0 * f(x).depth), p)
-              for m, meth, fn, p in chosen[:1]]
-    ev2, _ = module.evaluate(scaled, args)
-    assert ev2.rows()[0]["depth"]["abs_rel"] == pytest.approx(rows[0]["depth"]["abs_rel"], rel=1e-4)
-    stub = {k: None for k in ("S", "S Log", "S Self", "S Drop")}
-    stereo = module.selfsup_methods(stub, module.parse_args(["--quick", "--selfsup", "S"]))
-    assert all(m[3].scaling == "stereo" and m[3].stereo_factor == pytest.approx(5.4)
-               for m in stereo)
+    first = chosen[0]
+    scaled = [dataclasses.replace(first, fn=lambda x, k, f=first.fn: f(x, k)._replace(
+        depth=3.0 * f(x, k).depth))]
+    ev2, _ = module.evaluate_rows(scaled, cfg)
+    assert ev2.rows()[0]["depth"]["abs_rel"] == pytest.approx(result[0]["depth"]["abs_rel"],
+                                                              rel=1e-4)
+    stereo = module.selfsup_configs(cfg, "S")["S"]
+    p = module.mode_protocol(stereo)
+    assert p.scaling == "stereo" and p.stereo_factor == pytest.approx(5.4)

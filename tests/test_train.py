@@ -12,6 +12,7 @@ import pytest
 
 from jaxdepth.losses import gaussian_nll, laplace_nll
 from jaxdepth.train import supervised
+from jaxdepth.train.config import RunConfig
 from jaxdepth.train.augment import color_jitter, random_flip
 from jaxdepth.train.checkpoint import Checkpointer, ConfigMismatch
 
@@ -68,8 +69,8 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
 @pytest.fixture(scope="module")
 def log_run():
     """One compiled Log-variant train step shared by the training tests."""
-    cfg = supervised.SupervisedConfig(variant="log", width=0.125, height=32, image_width=64,
-                                      steps=25, lr=2e-3, augment=False)
+    cfg = supervised.SupervisedConfig(variant="log", width=0.125, run=RunConfig(
+        height=32, image_width=64, steps=25, lr=2e-3, augment=False))
     return cfg, supervised.make_step(cfg)
 
 
@@ -82,18 +83,18 @@ def test_supervised_training_reduces_the_loss(log_run):
              "depth": jnp.asarray(depth, jnp.float32)}
     state = supervised.init_state(cfg)
     losses = []
-    for _ in range(cfg.steps):
+    for _ in range(cfg.run.steps):
         state, metrics = step(state, batch)
         losses.append(float(metrics["loss"]))
     assert losses[-1] < losses[0] - 1.0  # Laplace NLL in log-depth: ≈ 3.9 → ≈ 0.9
-    before = supervised.init_state(cfg)["batch_stats"]["encoder"]["bn1"]["mean"]
-    assert not np.allclose(state["batch_stats"]["encoder"]["bn1"]["mean"], before)
+    before = supervised.init_state(cfg)["batch_stats"]["depth"]["encoder"]["bn1"]["mean"]
+    assert not np.allclose(state["batch_stats"]["depth"]["encoder"]["bn1"]["mean"], before)
 
 
 def test_log_variant_stays_finite_with_extreme_log_sigma(log_run):
     cfg, step = log_run
     state = supervised.init_state(cfg)
-    dec = state["params"]["decoder"]
+    dec = state["params"]["depth"]["decoder"]
     for s in range(4):  # an arbitrary head: σ = exp(−80), i.e. 1/σ overflows float32
         dec[f"uncertconv_{s}"]["bias"] = jnp.full_like(dec[f"uncertconv_{s}"]["bias"], -80.0)
     batch = {"image": jnp.full((8, 32, 64, 3), 0.5), "depth": jnp.full((8, 32, 64, 1), 20.0)}

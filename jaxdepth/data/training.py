@@ -275,7 +275,7 @@ def _nyu_train(needs, keys, height, width, root, split, length):
                          "use needs='depth', or data='kitti' / 'synthetic' for M, S, MS")
     if (height, width) != nyu.CROP_SIZE:
         raise ValueError(f"NYU trains at {nyu.CROP_SIZE[0]}x{nyu.CROP_SIZE[1]} (the crop of "
-                         f"nyu.train_transform, PROTOCOL.md), got {height}x{width}")
+                         f"nyu.train_transform, docs/training.md §2), got {height}x{width}")
     if split is not None:
         raise ValueError(f"data='nyu' trains on every train/<scene>/*.h5 file: no split "
                          f"choice; got split={split!r}")

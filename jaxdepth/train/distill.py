@@ -1,5 +1,5 @@
 """Distillation from a frozen self-supervised teacher: Poggi et al.'s self-teaching (Self)
-and SUB-Depth (Zhou et al., BMVC 2021), written from TRAINING.md §2–3 and the paper.
+and SUB-Depth (Zhou et al., BMVC 2021), written from docs/training.md §4–5 and the paper.
 
     teacher_cfg = SelfSupConfig(mode="M", steps=1000)
     _, teacher = selfsup.train_or_load("teacher", teacher_cfg, "checkpoints")
@@ -29,7 +29,8 @@ trainer put the teacher in train mode by mistake (`set_train`), so its BatchNorm
 batch statistics: `teacher_bn="batch"` reproduces that (the running averages are not
 updated either way).
 
-Optimisation as `selfsup` (Adam, ×0.1 step; lr and the drop step live in the state).
+Optimisation as every trainer (`jaxdepth.train.state`: Adam, ×0.1 step; lr and the drop
+step live in the state); the student's `run` is the distillation run.
 The student, pose and uncertainty networks start from random weights (the paper starts
 the depth encoder from ImageNet).
 """
@@ -41,13 +42,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxdepth.losses.distill import FORMS, self_teaching_loss, sub_depth_loss
 from jaxdepth.models import DepthNet, UncertNet
 from jaxdepth.models.uncertnet import mean_sigma
 from jaxdepth.train import selfsup
+from jaxdepth.train import state as train_state
 from jaxdepth.train.selfsup import SelfSupConfig
+from jaxdepth.train.state import new_state
 
 METHODS = ("self", "sub_depth")
 TEACHER_BN = ("inference", "batch")
@@ -74,18 +76,34 @@ class DistillConfig:
         if self.teacher_bn not in TEACHER_BN:
             raise ValueError(f"teacher_bn must be one of {TEACHER_BN}, got {self.teacher_bn!r}")
         if isinstance(self.teacher, dict):
-            object.__setattr__(self, "teacher", SelfSupConfig(**self.teacher))
+            object.__setattr__(self, "teacher", SelfSupConfig.from_dict(self.teacher))
         if self.student is None:
             object.__setattr__(self, "student", self.teacher)
         elif isinstance(self.student, dict):
-            object.__setattr__(self, "student", SelfSupConfig(**self.student))
-        s, t = self.student, self.teacher
+            object.__setattr__(self, "student", SelfSupConfig.from_dict(self.student))
+        s, t = self.student.run, self.teacher.run
         if (s.height, s.image_width) != (t.height, t.image_width):
             raise ValueError("teacher and student must share the input size")
 
+    @property
+    def run(self):
+        """The student's run: its sizes, steps, schedule, seeds and data."""
+        return self.student.run
+
+    def with_run(self, **changes) -> DistillConfig:
+        return dataclasses.replace(self, student=self.student.with_run(**changes))
+
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "teacher": self.teacher.to_dict(),
-                "student": self.student.to_dict()}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**d, "teacher": self.teacher.to_dict(), "student": self.student.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d) -> DistillConfig:
+        return cls(**d)
+
+    def compile_key(self) -> DistillConfig:
+        return dataclasses.replace(self, teacher=self.teacher.compile_key(),
+                                   student=self.student.compile_key())
 
     @property
     def has_pose(self) -> bool:
@@ -118,31 +136,25 @@ def data_keys(cfg: DistillConfig) -> tuple[str, ...]:
 
 
 def init_state(cfg: DistillConfig):
-    """`{"params": {"depth", "pose"?, "uncert"?, "task_log_sigma"?}, "batch_stats",
-    "opt_state", "key", "step", "hparams"}` of a fresh student."""
+    """The train state (`jaxdepth.train.state`) of a fresh student: networks `depth`,
+    `pose` (SUB-Depth, M / MS), `uncert` (SUB-Depth's pixel form) and
+    `task_log_sigma` (its scalar form)."""
     s = cfg.student
+    run = s.run
     depth = selfsup.init_depth_variables(s, cfg.model())
     params, stats = {"depth": depth["params"]}, {"depth": depth["batch_stats"]}
     if cfg.has_pose:
-        pose = s.pose_model().init_variables(jax.random.PRNGKey(s.seed + 7919), s.height,
-                                             s.image_width)
+        pose = s.pose_model().init_variables(jax.random.PRNGKey(run.seed + 7919), run.height,
+                                             run.image_width)
         params["pose"], stats["pose"] = pose["params"], pose["batch_stats"]
     if cfg.has_uncertnet:
-        unc = cfg.uncert_model().init_variables(jax.random.PRNGKey(s.seed + 104729), s.height,
-                                                s.image_width)
+        unc = cfg.uncert_model().init_variables(jax.random.PRNGKey(run.seed + 104729),
+                                                run.height, run.image_width)
         params["uncert"], stats["uncert"] = unc["params"], unc["batch_stats"]
     if cfg.method == "sub_depth" and cfg.form == "scalar":
         params["task_log_sigma"] = {"pho": jnp.zeros((), jnp.float32),
                                     "reg": jnp.zeros((), jnp.float32)}
-    return {"params": params, "batch_stats": stats,
-            "opt_state": optax.scale_by_adam().init(params),
-            "key": jax.random.PRNGKey(s.seed + 1), "step": jnp.zeros((), jnp.int32),
-            "hparams": selfsup._hparams(s)}
-
-
-def compile_key(cfg: DistillConfig) -> DistillConfig:
-    return dataclasses.replace(cfg, teacher=selfsup.compile_key(cfg.teacher),
-                               student=selfsup.compile_key(cfg.student))
+    return new_state(run, params, stats)
 
 
 def make_step(cfg: DistillConfig, teacher_variables):
@@ -151,7 +163,7 @@ def make_step(cfg: DistillConfig, teacher_variables):
     from jaxdepth.train.loop import data_mesh, replicate
 
     teacher = replicate(teacher_variables, data_mesh())
-    compiled = _make_step(compile_key(cfg))
+    compiled = _make_step(cfg.compile_key())
     return lambda state, batch: compiled(state, batch, teacher)
 
 
@@ -165,8 +177,8 @@ def _make_step(cfg: DistillConfig):
     model, teacher_model = cfg.model(), cfg.teacher.model()
     pose_net = s.pose_model() if cfg.has_pose else None
     uncert = cfg.uncert_model() if cfg.has_uncertnet else None
-    ids, tx = cfg.frame_ids, optax.scale_by_adam()
-    h, w = s.height, s.image_width
+    ids = cfg.frame_ids
+    h, w = s.run.height, s.run.image_width
 
     def teacher_disp(teacher_vars, images):
         if cfg.teacher_bn == "batch":  # the reference trainer's teacher-in-train-mode
@@ -175,7 +187,11 @@ def _make_step(cfg: DistillConfig):
             out = teacher_model.apply(teacher_vars, images)
         return jax.lax.stop_gradient(jax.nn.sigmoid(out["scales"][0]["raw"]))
 
-    def loss_fn(params, batch_stats, inputs, d_teacher, key):
+    def loss_fn(params, batch_stats, batch, key, teacher_vars):
+        k_aug, key = jax.random.split(key)
+        inputs = selfsup.prepare_inputs(batch, k_aug, frame_ids=ids, augment=s.run.augment,
+                                        stereo_baseline=s.stereo_baseline)
+        d_teacher = teacher_disp(teacher_vars, inputs["target_aug"])
         out, upd = model.apply({"params": params["depth"], "batch_stats": batch_stats["depth"]},
                                inputs["target_aug"], train=True, mutable=["batch_stats"])
         new_stats = {"depth": upd["batch_stats"]}
@@ -214,19 +230,7 @@ def _make_step(cfg: DistillConfig):
             weights=(cfg.w_pho, cfg.w_reg), smoothness_weight=s.smoothness)
         return loss, (new_stats, parts)
 
-    @jax.jit
-    @selfsup.auto_sharding
-    def step(state, batch, teacher_vars):
-        key = jax.random.fold_in(state["key"], state["step"])
-        k_aug, k_noise = jax.random.split(key)
-        inputs = selfsup.prepare_inputs(batch, k_aug, frame_ids=ids, augment=s.augment,
-                                        stereo_baseline=s.stereo_baseline)
-        d_teacher = teacher_disp(teacher_vars, inputs["target_aug"])
-        (loss, (stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], state["batch_stats"], inputs, d_teacher, k_noise)
-        return selfsup.apply_gradients(tx, state, grads, stats), {"loss": loss, **metrics}
-
-    return step
+    return train_state.make_step(loss_fn)
 
 
 def variables_of(state):
@@ -234,14 +238,13 @@ def variables_of(state):
     return selfsup.variables_of(state)
 
 
-def train_or_load(name: str, cfg: DistillConfig, checkpoints, teacher_variables, *,
-                  no_train: bool = False, progress: bool = True, return_state: bool = False):
+def train_or_load(name: str | None, cfg: DistillConfig, checkpoints, teacher_variables=None,
+                  *, data=None, no_train: bool = False, progress: bool = True):
     """`(apply_fn, variables)` of the finished student (trained or resumed first if
     needed) in `checkpoints/<name>-<config hash>`; `teacher_variables` must be those of
-    `cfg.teacher` (e.g. from `selfsup.train_or_load`)."""
-    state = selfsup.run_training(
-        name, cfg, checkpoints, run=cfg.student, init_state_fn=init_state,
-        step_fn=make_step(cfg, teacher_variables), keys=data_keys(cfg), no_train=no_train,
-        progress=progress)
-    out = (cfg.model().apply, variables_of(state))
-    return out + (state,) if return_state else out
+    `cfg.teacher` (None: the teacher run is trained or reused first)."""
+    from jaxdepth.train import recipes
+
+    return recipes.train_or_load(cfg, checkpoints, name=name, data=data,
+                                 teacher_variables=teacher_variables, train=not no_train,
+                                 progress=progress)

@@ -1,5 +1,5 @@
 """Self-supervised Monodepth2 training (modes M, S, MS) and Poggi et al.'s Log and Drop
-variants, written from the recipe of TRAINING.md §3.
+variants, written from the recipe of docs/training.md §3–4.
 
     cfg = SelfSupConfig(mode="M", steps=1000)
     apply_fn, variables = train_or_load("m", cfg, "checkpoints")   # DepthNet.apply contract
@@ -98,21 +98,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxdepth import geometry
 from jaxdepth.losses.nll import laplace_nll
 from jaxdepth.losses.photometric import min_reprojection, photometric_error, smoothness
 from jaxdepth.models import DepthNet, PoseNet
+from jaxdepth.train import state as train_state
 from jaxdepth.train.augment import color_jitter, random_flip
+from jaxdepth.train.config import RunConfig, flat_dict, method_from_dict
+from jaxdepth.train.runs import run_dir  # noqa: F401  (public name of the earlier API)
+from jaxdepth.train.state import new_state, overlay
 from jaxdepth.train.supervised import with_head_bias
 
 MODES = ("M", "S", "MS")
@@ -126,7 +125,8 @@ _MIRROR = jnp.diag(jnp.array([-1.0, 1.0, 1.0, 1.0], jnp.float32))
 
 @dataclasses.dataclass(frozen=True)
 class SelfSupConfig:
-    """Everything that decides a self-supervised run's result (saved with its checkpoints)."""
+    """Everything that decides a self-supervised run's result (saved with its checkpoints):
+    the method's fields and the embedded `run` (`jaxdepth.train.config.RunConfig`)."""
     mode: str = "M"
     variant: str = "plain"
     dropout: float = 0.2  # channel-dropout rate of the "drop" variant (training and MC)
@@ -135,47 +135,42 @@ class SelfSupConfig:
     pose_width: float | None = None  # None: same as `width`
     pose_scale: float = 0.1
     init_depth: float | None = 10.0
-    height: int = 64
-    image_width: int = 192
-    batch_size: int = 8
-    steps: int = 1000
-    lr: float = 1e-3
-    lr_drop_at: float = 0.75
     alpha: float = 0.85
     smoothness: float = 1e-3
     num_scales: int = 4
     automask: bool = True
-    augment: bool = True
     stereo_baseline: float | None = 0.1  # Monodepth2's |t_x|; None: the scene's own stereo_T
     min_depth: float = 0.1
     max_depth: float = 100.0
     moving_objects: bool = False
-    seed: int = 0
-    data_seed: int = 0
-    train_size: int = 4000
     start_from: SelfSupConfig | None = None  # a run whose final weights start this one
+    run: RunConfig = RunConfig(height=64, image_width=192, steps=1000, lr=1e-3)
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        if self.height % 32 or self.image_width % 32:
-            raise ValueError(f"height and image_width must be multiples of 32, got "
-                             f"{self.height}×{self.image_width}")
         if not 1 <= self.num_scales <= 4:
             raise ValueError(f"num_scales must be 1..4, got {self.num_scales}")
         start = self.start_from
+        if isinstance(start, dict):
+            object.__setattr__(self, "start_from", SelfSupConfig.from_dict(start))
+            start = self.start_from
         if start is not None:
-            fields = ("mode", "num_layers", "width", "pose_width", "height", "image_width",
-                      "min_depth", "max_depth")
+            fields = ("mode", "num_layers", "width", "pose_width", "min_depth", "max_depth")
             differ = [f for f in fields if getattr(start, f) != getattr(self, f)]
+            differ += [f for f in ("height", "image_width")
+                       if getattr(start.run, f) != getattr(self.run, f)]
             if differ:
                 raise ValueError(f"start_from must share the networks and mode of the run it "
                                  f"starts; it differs in {differ}")
 
+    def with_run(self, **changes) -> SelfSupConfig:
+        return dataclasses.replace(self, run=dataclasses.replace(self.run, **changes))
+
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = flat_dict(self)
         if self.variant != "drop":
             del d["dropout"]  # configs written before the field existed stay equal
         if self.start_from is None:
@@ -183,6 +178,17 @@ class SelfSupConfig:
         else:
             d["start_from"] = self.start_from.to_dict()
         return d
+
+    @classmethod
+    def from_dict(cls, d) -> SelfSupConfig:
+        start = d.get("start_from")
+        return method_from_dict(cls, d, start_from=None if start is None
+                                else cls.from_dict(start))
+
+    def compile_key(self) -> SelfSupConfig:
+        """The config with the fields that only enter the state or the data zeroed: runs
+        differing only in them share one compiled step."""
+        return dataclasses.replace(self, run=self.run.compile_key(), start_from=None)
 
     def model(self) -> DepthNet:
         return DepthNet(num_layers=self.num_layers, width=self.width,
@@ -216,7 +222,8 @@ def fine_tune_config(base: SelfSupConfig, variant: str, **changes) -> SelfSupCon
     `base.steps` more steps at `FINE_TUNE_LR`·`base.lr` (see "M's Log and Drop start
     from the plain model")."""
     return dataclasses.replace(base, variant=variant, start_from=base,
-                               lr=base.lr * FINE_TUNE_LR, **changes)
+                               run=dataclasses.replace(base.run, lr=base.run.lr * FINE_TUNE_LR),
+                               **changes)
 
 
 def variant_config(base: SelfSupConfig, variant: str) -> SelfSupConfig:
@@ -377,97 +384,33 @@ def selfsup_loss(scales, terms, *, variant: str, smoothness_weight: float, heigh
 
 
 # ----------------------------------------------------------------------------- state / step
-def auto_sharding(fn):
-    """Run a train step body with the mesh axes in Auto mode (GSPMD propagation) and
-    return its outputs replicated.
-
-    `train.loop.fit` shards batches over `jax.make_mesh`'s mesh, whose axes are Explicit in
-    JAX ≥ 0.7 (sharding in types): then reshapes, gathers and `vmap`s over the sharded
-    batch axis (bilinear sampling, per-pixel minima over sources, `jnp.linalg.inv` of
-    batched intrinsics) would each need a hand-written output sharding. Inside
-    `auto_axes` the compiler propagates them. Outside a mesh this is the identity.
-    """
-    auto = jax.sharding.auto_axes(fn, out_sharding=jax.P())
-
-    @functools.wraps(fn)
-    def wrapped(*args):
-        for leaf in jax.tree.leaves(args):
-            mesh = getattr(jax.typeof(leaf).sharding, "mesh", None)
-            if (mesh is not None and not mesh.empty
-                    and jax.sharding.AxisType.Explicit in mesh.axis_types):
-                with jax.sharding.use_abstract_mesh(mesh):
-                    return auto(*args)
-        return fn(*args)
-
-    return wrapped
-
-
-def _hparams(cfg):
-    return {"lr": jnp.asarray(cfg.lr, jnp.float32),
-            "drop_step": jnp.asarray(int(cfg.lr_drop_at * cfg.steps), jnp.int32)}
-
-
-def adam_update(tx, grads, opt_state, params, hparams, step):
-    """Adam update scaled by the state's step schedule (lr, ×0.1 from `drop_step`)."""
-    updates, opt_state = tx.update(grads, opt_state, params)
-    lr = hparams["lr"] * jnp.where(step >= hparams["drop_step"], 0.1, 1.0)
-    updates = jax.tree.map(lambda u: -lr * u, updates)
-    return optax.apply_updates(params, updates), opt_state
-
-
 def init_depth_variables(cfg: SelfSupConfig, model: DepthNet | None = None):
     """Random DepthNet variables with the disparity heads' bias at `cfg.init_depth`."""
     model = cfg.model() if model is None else model
-    variables = model.init_variables(jax.random.PRNGKey(cfg.seed), cfg.height, cfg.image_width)
+    variables = model.init_variables(jax.random.PRNGKey(cfg.run.seed), cfg.run.height,
+                                     cfg.run.image_width)
     if cfg.init_depth is not None:
         variables = with_head_bias(variables, cfg.init_depth, model.min_depth, model.max_depth)
     return variables
 
 
-def apply_gradients(tx, state, grads, batch_stats):
-    """The train state after one `adam_update` step with new BatchNorm statistics."""
-    params, opt_state = adam_update(tx, grads, state["opt_state"], state["params"],
-                                    state["hparams"], state["step"])
-    return {**state, "params": params, "batch_stats": batch_stats, "opt_state": opt_state,
-            "step": state["step"] + 1}
-
-
 def init_state(cfg: SelfSupConfig, start_state=None):
-    """`{"params": {"depth", "pose"?}, "batch_stats": {...}, "opt_state", "key", "step",
-    "hparams"}` for a fresh run; with `start_state` (the final state of the run
-    `cfg.start_from`) its parameters and statistics replace the random ones wherever
-    both have them (a Log run's σ heads stay random)."""
+    """The train state (`jaxdepth.train.state`) of a fresh run, networks `depth` and (M,
+    MS) `pose`; with `start_state` (the final state of the run `cfg.start_from`) its
+    parameters and statistics replace the random ones wherever both have them (a Log
+    run's σ heads stay random)."""
+    run = cfg.run
     depth = init_depth_variables(cfg)
     params, stats = {"depth": depth["params"]}, {"depth": depth["batch_stats"]}
     pose_net = cfg.pose_model()
     if pose_net is not None:
-        pose = pose_net.init_variables(jax.random.PRNGKey(cfg.seed + 7919), cfg.height,
-                                       cfg.image_width)
+        pose = pose_net.init_variables(jax.random.PRNGKey(run.seed + 7919), run.height,
+                                       run.image_width)
         params["pose"], stats["pose"] = pose["params"], pose["batch_stats"]
     if start_state is not None:
-        params = _overlay(params, start_state["params"])
-        stats = _overlay(stats, start_state["batch_stats"])
-    return {"params": params, "batch_stats": stats, "opt_state": optax.scale_by_adam().init(params),
-            "key": jax.random.PRNGKey(cfg.seed + 1), "step": jnp.zeros((), jnp.int32),
-            "hparams": _hparams(cfg)}
-
-
-def _overlay(fresh, start, path=""):
-    """`fresh` with every leaf that `start` also has taken from `start`."""
-    if not isinstance(fresh, dict):
-        if jnp.shape(fresh) != jnp.shape(start):
-            raise ValueError(f"start_state{path} has shape {jnp.shape(start)}, the run "
-                             f"needs {jnp.shape(fresh)}")
-        return jnp.asarray(start)
-    return {k: _overlay(v, start[k], f"{path}[{k!r}]") if k in start else v
-            for k, v in fresh.items()}
-
-
-def compile_key(cfg):
-    """The config with the fields that only enter the state or the data zeroed: runs
-    differing only in them share one compiled step."""
-    return dataclasses.replace(cfg, seed=0, data_seed=0, steps=0, lr=0.0, lr_drop_at=0.0,
-                               train_size=0, start_from=None)
+        params = overlay(params, start_state["params"])
+        stats = overlay(stats, start_state["batch_stats"])
+    return new_state(run, params, stats)
 
 
 def make_step(cfg: SelfSupConfig):
@@ -475,7 +418,7 @@ def make_step(cfg: SelfSupConfig):
     `photometric`, `smoothness`, `automask` = fraction of pixels a reprojection won,
     `sigmoid` = mean sigmoid disparity at scale 0, which shows a collapse to the near or
     far limit)."""
-    return _make_step(compile_key(cfg))
+    return _make_step(cfg.compile_key())
 
 
 def train_outputs(cfg: SelfSupConfig, model: DepthNet, variables, images, dropout_rng=None):
@@ -490,10 +433,12 @@ def train_outputs(cfg: SelfSupConfig, model: DepthNet, variables, images, dropou
 @functools.lru_cache(maxsize=None)
 def _make_step(cfg: SelfSupConfig):
     model, pose_net = cfg.model(), cfg.pose_model()
-    tx = optax.scale_by_adam()
     ids = cfg.frame_ids
 
-    def loss_fn(params, batch_stats, inputs, key):
+    def loss_fn(params, batch_stats, batch, key):
+        k_aug, key = jax.random.split(key)
+        inputs = prepare_inputs(batch, k_aug, frame_ids=ids, augment=cfg.run.augment,
+                                stereo_baseline=cfg.stereo_baseline)
         key, k_drop = jax.random.split(key) if cfg.variant == "drop" else (key, None)
         out, new_stats = train_outputs(cfg, model, {"params": params["depth"],
                                                     "batch_stats": batch_stats["depth"]},
@@ -510,8 +455,8 @@ def _make_step(cfg: SelfSupConfig):
         terms = photometric_terms(scales, inputs, transforms, key, alpha=cfg.alpha,
                                   automask=cfg.automask)
         loss = selfsup_loss(scales, terms, variant=cfg.variant,
-                            smoothness_weight=cfg.smoothness, height=cfg.height,
-                            width=cfg.image_width)
+                            smoothness_weight=cfg.smoothness, height=cfg.run.height,
+                            width=cfg.run.image_width)
         n = len(scales)
         metrics = {"photometric": sum(jnp.mean(p) for p in terms["min_reprojection"]) / n,
                    "smoothness": sum(terms["smoothness"]) / n,
@@ -519,18 +464,7 @@ def _make_step(cfg: SelfSupConfig):
                    "sigmoid": jnp.mean(jax.nn.sigmoid(scales[0]["raw"]))}
         return loss, (new_stats, metrics)
 
-    @jax.jit
-    @auto_sharding
-    def step(state, batch):
-        key = jax.random.fold_in(state["key"], state["step"])
-        k_aug, k_noise = jax.random.split(key)
-        inputs = prepare_inputs(batch, k_aug, frame_ids=ids, augment=cfg.augment,
-                                stereo_baseline=cfg.stereo_baseline)
-        (loss, (stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], state["batch_stats"], inputs, k_noise)
-        return apply_gradients(tx, state, grads, stats), {"loss": loss, **metrics}
-
-    return step
+    return train_state.make_step(loss_fn)
 
 
 def collapsed(depth, min_depth: float, *, share: float = 0.9) -> bool:
@@ -552,63 +486,14 @@ def pose_variables_of(state):
 
 
 # ----------------------------------------------------------------------------- runs
-def run_dir(root, name: str, cfg) -> Path:
-    """`root/<name>-<hash of the config>`: a finished run is found again by its config."""
-    digest = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
-    return Path(root) / f"{name.lower()}-{digest.hexdigest()[:10]}"
-
-
-def run_training(name, cfg, checkpoints, *, run: SelfSupConfig, init_state_fn, step_fn, keys,
-                 no_train: bool = False, keep: int = 1, progress: bool = True):
-    """Train (or resume, or reuse) the run of `cfg` in `run_dir(checkpoints, name, cfg)` on
-    the procedural scenes; `run` gives the data and schedule (sizes, batch, steps, seeds,
-    `moving_objects`). Returns the final state on the host. Shared by the
-    self-supervised and distillation trainers."""
-    from jaxdepth.data.pipeline import Loader
-    from jaxdepth.data.synthetic import SyntheticSource
-    from jaxdepth.train.checkpoint import Checkpointer
-    from jaxdepth.train.loop import fit
-
-    directory = run_dir(checkpoints, name, cfg)
-    state = init_state_fn(cfg)
-    with Checkpointer(directory, cfg.to_dict(), save_every=max(1, run.steps // 10),
-                      keep=keep) as ckpt:
-        if ckpt.latest_step == run.steps:
-            state, _ = ckpt.restore(run.steps, state)
-            if progress:
-                print(f"{name}: reusing {directory}")
-            return jax.device_get(state)
-        if no_train:
-            sys.exit(f"{name}: no finished checkpoint in {directory} and training was disabled")
-        source = SyntheticSource("train", seed=run.data_seed, height=run.height,
-                                 width=run.image_width, length=run.train_size, keys=keys,
-                                 moving_objects=run.moving_objects)
-        loader = Loader(source, run.batch_size, seed=run.seed, shuffle=True)
-        state = fit(step_fn, state, loader, steps=run.steps, checkpointer=ckpt,
-                    description=f"train {name}", progress=progress)
-        loader.close()
-    return jax.device_get(state)
-
-
-def train_or_load(name: str, cfg: SelfSupConfig, checkpoints, *, no_train: bool = False,
-                  progress: bool = True, return_state: bool = False,
-                  start_name: str | None = None):
+def train_or_load(name: str | None, cfg: SelfSupConfig, checkpoints, *, data=None,
+                  no_train: bool = False, progress: bool = True):
     """`(apply_fn, variables)` of a finished self-supervised run, training (or resuming)
-    it in `checkpoints/<name>-<config hash>` first if needed. `apply_fn` follows the
-    DepthNet contract (`depth`, `disp`, `log_sigma` for Log, `features`). With
-    `return_state` the full train state (pose network included) comes third. A run
-    with `cfg.start_from` starts from that run's final state, trained or reused first
-    under the name `start_name`."""
-    start = None
-    if cfg.start_from is not None:
-        if start_name is None:
-            raise ValueError(f"{name}: cfg.start_from is set, so start_name (the run name "
-                             f"of that config) is needed")
-        *_, start = train_or_load(start_name, cfg.start_from, checkpoints, no_train=no_train,
-                                  progress=progress, return_state=True)
-    state = run_training(name, cfg, checkpoints, run=cfg,
-                         init_state_fn=functools.partial(init_state, start_state=start),
-                         step_fn=make_step(cfg), keys=data_keys(cfg.mode), no_train=no_train,
-                         progress=progress)
-    out = (cfg.model().apply, variables_of(state))
-    return out + (state,) if return_state else out
+    it in `checkpoints/<name>-<config hash>` first if needed (`name` None: derived from
+    the config); a run with `cfg.start_from` first trains or reuses that run
+    (`jaxdepth.train.recipes.train_or_load`). `apply_fn` follows the DepthNet contract
+    (`depth`, `disp`, `log_sigma` for Log, `features`)."""
+    from jaxdepth.train import recipes
+
+    return recipes.train_or_load(cfg, checkpoints, name=name, data=data, train=not no_train,
+                                 progress=progress)

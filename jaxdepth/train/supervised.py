@@ -1,4 +1,4 @@
-"""Supervised depth training (the NYU recipe of PROTOCOL.md, applied to any source
+"""Supervised depth training (the NYU recipe of docs/training.md §2, applied to any source
 with `image` `[H,W,3]` and metric `depth` `[H,W,1]`, 0 = invalid).
 
 Variants (the models the gradient-uncertainty tables compare):
@@ -39,36 +39,30 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxdepth.losses import laplace_nll
 from jaxdepth.models import DepthNet
+from jaxdepth.train import state as train_state
 from jaxdepth.train.augment import color_jitter, random_flip
+from jaxdepth.train.config import RunConfig, flat_dict, method_from_dict
+from jaxdepth.train.state import new_state
 
 VARIANTS = ("reg", "log", "drop")
 
 
 @dataclasses.dataclass(frozen=True)
 class SupervisedConfig:
-    """Everything that decides a supervised run's result (saved with its checkpoints)."""
+    """Everything that decides a supervised run's result (saved with its checkpoints):
+    the method's fields and the embedded `run` (`jaxdepth.train.config.RunConfig`)."""
     variant: str = "reg"
     num_layers: int = 18
     width: float = 0.25
-    height: int = 96
-    image_width: int = 320
-    batch_size: int = 8
-    steps: int = 1500
-    lr: float = 1e-4
-    lr_drop_at: float = 0.75
     dropout: float = 0.2
     max_depth: float = 80.0
-    seed: int = 0
-    data_seed: int = 0
-    train_size: int = 4000
-    augment: bool = True
     loss_space: str = "log"
     init_depth: float | None = 10.0
     metric: bool = False
+    run: RunConfig = RunConfig(height=96, image_width=320, steps=1500, lr=1e-4)
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -78,20 +72,27 @@ class SupervisedConfig:
         if self.metric and self.loss_space != "depth":
             raise ValueError("metric models predict unbounded depth (no sigmoid): train them "
                              "with loss_space='depth'")
-        if self.height % 32 or self.image_width % 32:
-            raise ValueError(f"height and image_width must be multiples of 32, got "
-                             f"{self.height}×{self.image_width}")
+
+    def with_run(self, **changes) -> SupervisedConfig:
+        return dataclasses.replace(self, run=dataclasses.replace(self.run, **changes))
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = flat_dict(self)
         if not self.metric:
             del d["metric"]  # configs written before the field existed stay equal
         return d
+
+    @classmethod
+    def from_dict(cls, d) -> SupervisedConfig:
+        return method_from_dict(cls, d)
 
     def model(self) -> DepthNet:
         return DepthNet(num_layers=self.num_layers, width=self.width,
                         log_sigma=self.variant == "log", dropout_rate=self.dropout,
                         metric=self.metric)
+
+    def compile_key(self) -> SupervisedConfig:
+        return dataclasses.replace(self, run=self.run.compile_key())
 
 
 def valid_depth(y, max_depth):
@@ -130,62 +131,45 @@ def with_head_bias(variables, depth: float, min_depth: float = 0.1, max_depth: f
     return dict(variables, params=dict(variables["params"], decoder=decoder))
 
 
-def learning_rate(cfg: SupervisedConfig):
-    return optax.piecewise_constant_schedule(cfg.lr, {int(cfg.lr_drop_at * cfg.steps): 0.1})
-
-
 def init_state(cfg: SupervisedConfig):
-    """`{"params", "batch_stats", "opt_state", "key", "step"}` for a fresh run; `key`
-    seeds the run's augmentation and dropout (folded with the step)."""
+    """The train state (`jaxdepth.train.state`) of a fresh run: `params` and
+    `batch_stats` under `depth`."""
     model = cfg.model()
-    variables = model.init_variables(jax.random.PRNGKey(cfg.seed), cfg.height, cfg.image_width)
+    variables = model.init_variables(jax.random.PRNGKey(cfg.run.seed), cfg.run.height,
+                                     cfg.run.image_width)
     if cfg.init_depth is not None:
         variables = with_head_bias(variables, cfg.init_depth, model.min_depth, model.max_depth)
-    tx = optax.adam(learning_rate(cfg))
-    return {"params": variables["params"], "batch_stats": variables["batch_stats"],
-            "opt_state": tx.init(variables["params"]),
-            "key": jax.random.PRNGKey(cfg.seed + 1), "step": jnp.zeros((), jnp.int32)}
+    return new_state(cfg.run, {"depth": variables["params"]},
+                     {"depth": variables["batch_stats"]})
 
 
 def make_step(cfg: SupervisedConfig):
-    """A jit-compiled `step(state, batch) -> (state, metrics)`.
-
-    Runs that differ only in their seeds (Boot members) share one compiled step.
-    """
-    return _make_step(dataclasses.replace(cfg, seed=0, data_seed=0))
+    """A jit-compiled `step(state, batch) -> (state, metrics)`. Runs that differ only in
+    their seeds, steps, learning rate or data size (Boot members) share one compiled step."""
+    return _make_step(cfg.compile_key())
 
 
 @functools.lru_cache(maxsize=None)
 def _make_step(cfg: SupervisedConfig):
-    model, tx = cfg.model(), optax.adam(learning_rate(cfg))
+    model = cfg.model()
 
-    def loss_fn(params, batch_stats, images, depth, key):
-        valid = valid_depth(depth, cfg.max_depth)
-        kw = {"dropout_rng": key} if cfg.variant == "drop" else {}
-        out, updates = model.apply({"params": params, "batch_stats": batch_stats}, images,
-                                   train=True, mutable=["batch_stats"], **kw)
-        loss = supervised_loss(out, depth, valid, cfg.variant, cfg.loss_space)
-        return loss, updates["batch_stats"]
-
-    @jax.jit
-    def step(state, batch):
-        key = jax.random.fold_in(state["key"], state["step"])
+    def loss_fn(params, batch_stats, batch, key):
         k_flip, k_color, k_drop = jax.random.split(key, 3)
         images, depth = batch["image"], batch["depth"]
-        if cfg.augment:
+        if cfg.run.augment:
             (images, depth), _ = random_flip(k_flip, images, depth)
             images = color_jitter(k_color, images)
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], state["batch_stats"], images, depth, k_drop)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        new = {"params": params, "batch_stats": batch_stats, "opt_state": opt_state,
-               "key": state["key"], "step": state["step"] + 1}
-        return new, {"loss": loss}
+        valid = valid_depth(depth, cfg.max_depth)
+        kw = {"dropout_rng": k_drop} if cfg.variant == "drop" else {}
+        out, updates = model.apply({"params": params["depth"],
+                                    "batch_stats": batch_stats["depth"]}, images,
+                                   train=True, mutable=["batch_stats"], **kw)
+        loss = supervised_loss(out, depth, valid, cfg.variant, cfg.loss_space)
+        return loss, ({"depth": updates["batch_stats"]}, {})
 
-    return step
+    return train_state.make_step(loss_fn)
 
 
 def variables_of(state):
     """The model variables (`params`, `batch_stats`) of a train state."""
-    return {"params": state["params"], "batch_stats": state["batch_stats"]}
+    return {"params": state["params"]["depth"], "batch_stats": state["batch_stats"]["depth"]}

@@ -18,6 +18,7 @@ import jax  # noqa: E402
 
 from jaxdepth.data.pipeline import Loader  # noqa: E402
 from jaxdepth.train import supervised  # noqa: E402
+from jaxdepth.train.config import RunConfig  # noqa: E402
 from jaxdepth.train.checkpoint import Checkpointer  # noqa: E402
 from jaxdepth.train.loop import fit  # noqa: E402
 
@@ -43,9 +44,9 @@ class PlaneSource:
 
 
 def main(workdir, steps, slow):
-    cfg = supervised.SupervisedConfig(variant="drop", width=0.125, height=32, image_width=64,
-                                      batch_size=8, steps=steps, lr=1e-3)
-    loader = Loader(PlaneSource(20, 32, 64), cfg.batch_size, seed=cfg.seed)
+    cfg = supervised.SupervisedConfig(variant="drop", width=0.125, run=RunConfig(
+        height=32, image_width=64, batch_size=8, steps=steps, lr=1e-3))
+    loader = Loader(PlaneSource(20, 32, 64), cfg.run.batch_size, seed=cfg.run.seed)
     step = supervised.make_step(cfg)
     if slow:  # give the test time to kill us between checkpoints
         fast = step

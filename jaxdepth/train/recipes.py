@@ -1,0 +1,227 @@
+"""The recipes of `jaxdepth train`: a name, a one-line description and a config builder
+over the shared run configuration; and the reverse, a saved config back to its recipe.
+
+    cfg = build("selfsup-ms", RunConfig(height=192, image_width=640, data="kitti"))
+    name = recipe_of(cfg)                     # "selfsup-ms"
+    cfg == config_from_dict(cfg.to_dict())    # run directories rebuild their model
+
+A recipe is a method config: training it is `jaxdepth.train.runs.train_or_load` with
+the trainer's `init_state` and `make_step` (`trainer_of(cfg)`). Recipes `self` and
+`sub-depth` distil a self-supervised teacher (`teacher=` its config); the self-supervised
+Log / Drop recipes fine-tune from a plain run when `teacher=` gives one (M's variants
+drift from random weights: see `jaxdepth.train.selfsup`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+from jaxdepth.train import distill, selfsup, supervised
+from jaxdepth.train.config import RunConfig
+
+__all__ = ["RECIPES", "Recipe", "build", "recipe_of", "run_name", "config_from_dict",
+           "export_meta", "trainer_of", "train_or_load"]
+
+
+class Recipe(NamedTuple):
+    help: str
+    build: Callable[..., Any]    # build(run, *, teacher, model_width, num_layers) -> config
+    teacher: str                 # "none" | "optional" | "required"
+
+
+def _supervised(variant):
+    def build(run, *, teacher=None, model_width=None, num_layers=18):
+        kw = dict(variant=variant, num_layers=num_layers, run=run)
+        if model_width is not None:
+            kw["width"] = model_width
+        if run.data == "nyu":  # metric heads, L1 / NLL on metres (Table 3's models)
+            kw.update(metric=True, loss_space="depth", max_depth=10.0, init_depth=None)
+        return supervised.SupervisedConfig(**kw)
+    return build
+
+
+def _selfsup(mode, variant="plain"):
+    def build(run, *, teacher=None, model_width=None, num_layers=18):
+        kw = dict(mode=mode, num_layers=num_layers, run=run)
+        if model_width is not None:
+            kw["width"] = model_width
+        if teacher is not None:  # fine-tune the plain run `teacher` (same networks)
+            if (not isinstance(teacher, selfsup.SelfSupConfig) or teacher.mode != mode
+                    or teacher.variant != "plain"):
+                raise ValueError(f"selfsup-{mode.lower()}-{variant} fine-tunes a plain "
+                                 f"selfsup-{mode.lower()} run; the teacher is "
+                                 f"{recipe_of(teacher)}")
+            tuned = selfsup.fine_tune_config(teacher, variant)  # lr × FINE_TUNE_LR
+            return dataclasses.replace(tuned, run=dataclasses.replace(
+                tuned.run, steps=run.steps, batch_size=run.batch_size, seed=run.seed,
+                data=run.data, split=run.split, train_size=run.train_size))
+        return selfsup.SelfSupConfig(variant=variant, **kw)
+    return build
+
+
+def _distill(method):
+    def build(run, *, teacher=None, model_width=None, num_layers=18):
+        if not isinstance(teacher, selfsup.SelfSupConfig):
+            raise ValueError(f"recipe {method!r} distils a self-supervised teacher: give "
+                             f"--teacher DIR of a selfsup-* run (got {recipe_of(teacher)})")
+        student = dataclasses.replace(teacher, variant="plain", start_from=None, run=run)
+        if model_width is not None:
+            student = dataclasses.replace(student, width=model_width)
+        return distill.DistillConfig(method=method.replace("-", "_"), teacher=teacher,
+                                     student=student)
+    return build
+
+
+RECIPES: dict[str, Recipe] = {
+    "supervised": Recipe("DepthNet on ground-truth depth, L1 on log depth (metric L1 on "
+                         "NYU)", _supervised("reg"), "none"),
+    "log": Recipe("supervised with log σ heads, Laplace NLL (Poggi's Log)", _supervised("log"),
+                  "none"),
+    "drop": Recipe("supervised with channel dropout p=0.2 (the model behind MC dropout)",
+                   _supervised("drop"), "none"),
+}
+for _m in selfsup.MODES:
+    _k = _m.lower()
+    RECIPES[f"selfsup-{_k}"] = Recipe(
+        {"M": "Monodepth2 monocular: frames -1/+1 with PoseNet", "S": "Monodepth2 stereo: "
+         "the other camera", "MS": "Monodepth2 monocular + stereo"}[_m], _selfsup(_m), "none")
+for _m in selfsup.MODES:
+    _k = _m.lower()
+    RECIPES[f"selfsup-{_k}-log"] = Recipe(
+        f"selfsup-{_k} with a log σ head, Laplace photometric likelihood (Poggi's Log); "
+        f"--teacher: fine-tune that selfsup-{_k} run", _selfsup(_m, "log"), "optional")
+    RECIPES[f"selfsup-{_k}-drop"] = Recipe(
+        f"selfsup-{_k} with decoder dropout p=0.2 (Poggi's Drop); --teacher: fine-tune that "
+        f"selfsup-{_k} run", _selfsup(_m, "drop"), "optional")
+RECIPES["self"] = Recipe("Poggi's self-teaching: log σ student of a frozen selfsup teacher "
+                         "(--teacher)", _distill("self"), "required")
+RECIPES["sub-depth"] = Recipe("SUB-Depth self-distillation from a frozen selfsup teacher "
+                              "(--teacher)", _distill("sub-depth"), "required")
+
+
+def build(name: str, run: RunConfig, *, teacher=None, model_width=None, num_layers=18):
+    """The config of recipe `name` over `run` (see `RECIPES`)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+    recipe = RECIPES[name]
+    if recipe.teacher == "required" and teacher is None:
+        raise ValueError(f"recipe {name!r} needs a teacher (--teacher DIR of a selfsup run)")
+    if recipe.teacher == "none" and teacher is not None:
+        raise ValueError(f"recipe {name!r} takes no teacher")
+    return recipe.build(run, teacher=teacher, model_width=model_width, num_layers=num_layers)
+
+
+def recipe_of(cfg) -> str:
+    """The recipe name of a config."""
+    if isinstance(cfg, supervised.SupervisedConfig):
+        return {"reg": "supervised", "log": "log", "drop": "drop"}[cfg.variant]
+    if isinstance(cfg, selfsup.SelfSupConfig):
+        suffix = "" if cfg.variant == "plain" else f"-{cfg.variant}"
+        return f"selfsup-{cfg.mode.lower()}{suffix}"
+    if isinstance(cfg, distill.DistillConfig):
+        return cfg.method.replace("_", "-")
+    return type(cfg).__name__
+
+
+def run_name(cfg) -> str:
+    """The run-directory name of a config (its digest follows): `reg` / `log` / `drop`
+    (supervised), `selfsup_<mode>[_<variant>]`, `selfsup_<teacher mode>_self` (Self),
+    `sub_depth_<form>` (SUB-Depth), the names the experiments have always used."""
+    if isinstance(cfg, supervised.SupervisedConfig):
+        return cfg.variant
+    if isinstance(cfg, selfsup.SelfSupConfig):
+        return f"selfsup_{cfg.mode.lower()}" + ("" if cfg.variant == "plain" else f"_{cfg.variant}")
+    if isinstance(cfg, distill.DistillConfig):
+        if cfg.method == "self":
+            return f"selfsup_{cfg.teacher.mode.lower()}_self"
+        return f"sub_depth_{cfg.form}"
+    return type(cfg).__name__.lower()
+
+
+def config_from_dict(d, where: str = "the config"):
+    """The method config of a saved `to_dict()` (the run directories' `config`)."""
+    try:
+        if "method" in d and "teacher" in d:
+            return distill.DistillConfig.from_dict(d)
+        if "mode" in d:
+            return selfsup.SelfSupConfig.from_dict(d)
+        if "variant" in d:
+            return supervised.SupervisedConfig.from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: cannot rebuild the trainer config ({e})") from None
+    raise ValueError(f"{where}: not a jaxdepth trainer config (keys {sorted(d)[:8]}…) — "
+                     "cannot tell which model it trained")
+
+
+def trainer_of(cfg):
+    """The trainer module of a config (`init_state`, `make_step`, `variables_of`)."""
+    for module, cls in ((supervised, supervised.SupervisedConfig),
+                        (selfsup, selfsup.SelfSupConfig), (distill, distill.DistillConfig)):
+        if isinstance(cfg, cls):
+            return module
+    raise TypeError(f"no trainer for {type(cfg).__name__}")
+
+
+def export_meta(cfg) -> dict[str, Any]:
+    """What an export of a run's model records besides the weights: the recipe, how its
+    depth becomes metres (`scaling`, `stereo_scale`, `use_stereo`), whether it was
+    trained with dropout, and the space its σ lives in (`sigma_space`)."""
+    name = recipe_of(cfg)
+    if isinstance(cfg, supervised.SupervisedConfig):
+        return {"recipe": name, "use_stereo": None, "scaling": "none",
+                "dropout_trained": cfg.variant == "drop",
+                "sigma_space": ("log_depth" if cfg.loss_space == "log" else "depth")
+                if cfg.variant == "log" else None}
+    if isinstance(cfg, distill.DistillConfig):  # the student learns the teacher's scale
+        ss, stereo, sigma = cfg.student, "S" in cfg.teacher.mode, "disp"
+    else:
+        ss, stereo = cfg, "S" in cfg.mode
+        sigma = "photometric" if cfg.variant == "log" else None
+    return {"recipe": name, "use_stereo": stereo, "scaling": "stereo" if stereo else "median",
+            "stereo_scale": selfsup.stereo_scale_factor(ss) if stereo else None,
+            "dropout_trained": getattr(cfg, "variant", None) == "drop", "sigma_space": sigma}
+
+
+def train_or_load(cfg, root=None, *, name: str | None = None, directory=None, data=None,
+                  teacher_variables=None, start_state=None, train: bool = True,
+                  progress: bool = True, keep: int = 1):
+    """`(apply_fn, variables)` of the finished run of any recipe config, training (or
+    resuming) it first if needed (`jaxdepth.train.runs`). What a config builds on is
+    trained or reused first under its own derived name in `root`: the start run of a
+    fine-tuned self-supervised variant, the teacher of a distillation (unless
+    `teacher_variables` are given), the start of a fine-tuned run (unless `start_state`,
+    `runs.restore_variables` of that run, is given). `data`: a
+    `jaxdepth.data.training.TrainData` (default: the procedural scenes)."""
+    from jaxdepth.train import runs
+
+    kw = dict(data=data, train=train, progress=progress)
+    if isinstance(cfg, supervised.SupervisedConfig):
+        state = runs.train_or_load(name, cfg, root, init_state=supervised.init_state,
+                                   step=supervised.make_step(cfg), needs="depth", keep=keep,
+                                   directory=directory, **kw)
+    elif isinstance(cfg, selfsup.SelfSupConfig):
+        start = start_state
+        if cfg.start_from is not None and start is None:
+            start = _start_state(cfg.start_from, root, kw)
+        state = runs.train_or_load(
+            name, cfg, root, init_state=lambda c: selfsup.init_state(c, start_state=start),
+            step=selfsup.make_step(cfg), needs=cfg.mode, moving_objects=cfg.moving_objects,
+            keep=keep, directory=directory, **kw)
+    elif isinstance(cfg, distill.DistillConfig):
+        if teacher_variables is None:
+            _, teacher_variables = train_or_load(cfg.teacher, root, **kw)
+        state = runs.train_or_load(
+            name, cfg, root, init_state=distill.init_state,
+            step=distill.make_step(cfg, teacher_variables), needs=distill.data_keys(cfg),
+            moving_objects=cfg.student.moving_objects, keep=keep, directory=directory, **kw)
+    else:
+        raise TypeError(f"no trainer for {type(cfg).__name__}")
+    return cfg.model().apply, runs.depth_variables(state)
+
+
+def _start_state(cfg, root, kw):
+    """The final variables of the run a fine-tuned run starts from (trained first)."""
+    from jaxdepth.train import runs
+
+    train_or_load(cfg, root, **kw)
+    return runs.restore_variables(runs.run_dir(root, None, cfg), cfg.run.steps)
