@@ -24,6 +24,7 @@ import pytest
 from jaxdepth.convert import (ConversionError, convert_monodepth2, convert_monodepth2_folder,
                               detect_variant, find_models, load_checkpoint,
                               load_pose, save_checkpoint)
+from jaxdepth.export import CheckpointError
 from jaxdepth.models import DepthNet
 from jaxdepth.uncertainty import gradient_uncertainty, predictive
 
@@ -450,8 +451,8 @@ def test_save_checkpoint_validates_and_protects(tmp_path):
     bad = jax.tree.map(lambda x: x, v)
     bad["params"]["decoder"]["upconv_1_0"]["kernel"] = np.zeros((3, 3, 1, 1), np.float32)
     del bad["batch_stats"]["encoder"]["bn1"]
-    with pytest.raises(ConversionError, match="missing: batch_stats/encoder/bn1/mean.*shape mismatches: "
-                                              "params/decoder/upconv_1_0/kernel"):
+    with pytest.raises(CheckpointError, match="missing: batch_stats/encoder/bn1/mean.*shape "
+                                              "mismatches: params/decoder/upconv_1_0/kernel"):
         save_checkpoint(tmp_path / "bad", kwargs, bad, 32, 64)
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "notes.txt").write_text("keep me")
@@ -471,9 +472,14 @@ def test_load_checkpoint_errors(tmp_path):
 
 
 def test_load_checkpoint_reads_trainer_directories(tmp_path):
+    """A run directory without an export (unfinished, or written by an earlier jaxdepth,
+    whose supervised states held the depth network at the top level) is read from its
+    orbax steps, the model rebuilt from the saved config."""
     from jaxdepth.train import supervised
     from jaxdepth.train.checkpoint import Checkpointer
-    cfg = supervised.SupervisedConfig(variant="log", width=0.125, height=32, image_width=64, steps=4)
+    from jaxdepth.train.config import RunConfig
+    cfg = supervised.SupervisedConfig(variant="log", width=0.125,
+                                      run=RunConfig(height=32, image_width=64, steps=4))
     state = supervised.init_state(cfg)
     with Checkpointer(tmp_path / "run", cfg.to_dict(), save_every=1, asynchronous=False) as ckpt:
         ckpt.save(3, state, {})
@@ -482,10 +488,18 @@ def test_load_checkpoint_reads_trainer_directories(tmp_path):
     model, v, meta = load_checkpoint(tmp_path / "run")
     assert model == cfg.model() and meta["source"]["step"] == 4
     assert (meta["height"], meta["width"], meta["variant"]) == (32, 64, "uncertconv")
-    assert jax.tree.all(jax.tree.map(np.array_equal, v["params"], state4["params"]))
+    assert meta["source"]["recipe"] == "log" and meta["sigma_space"] == "log_depth"
+    assert jax.tree.all(jax.tree.map(np.array_equal, v["params"], state4["params"]["depth"]))
     _, v3, _ = load_checkpoint(tmp_path / "run" / "3")
-    assert jax.tree.all(jax.tree.map(np.array_equal, v3["params"], state["params"]))
-    assert jax.tree.all(jax.tree.map(np.array_equal, v3["batch_stats"], state["batch_stats"]))
+    assert jax.tree.all(jax.tree.map(np.array_equal, v3["params"], state["params"]["depth"]))
+    assert jax.tree.all(jax.tree.map(np.array_equal, v3["batch_stats"],
+                                     state["batch_stats"]["depth"]))
+    legacy = {"params": state["params"]["depth"], "batch_stats": state["batch_stats"]["depth"],
+              "step": state["step"]}
+    with Checkpointer(tmp_path / "old", cfg.to_dict(), save_every=1, asynchronous=False) as ckpt:
+        ckpt.save(4, legacy, {}, force=True)
+    _, v_old, _ = load_checkpoint(tmp_path / "old")
+    assert jax.tree.all(jax.tree.map(np.array_equal, v_old["params"], legacy["params"]))
 
 
 def test_metric_inference_from_paths(tmp_path):

@@ -37,8 +37,8 @@ running mean/var → `batch_stats` mean/var, `num_batches_tracked` dropped; the 
 is checked against `jax.eval_shape(DepthNet(...).init, ...)` and a `ConversionError`
 lists every missing or unexpected variable and every shape mismatch.
 
-Pose network (`pose_encoder.pth`, `pose.pth`, optional): there is no Flax PoseNet in
-jaxdepth yet, so the weights are stored as a plain tree beside the depth model:
+Pose network (`pose_encoder.pth`, `pose.pth`, optional): stored as a plain tree beside
+the depth model, in the naming of `jaxdepth.models.PoseNet`'s ResNet:
 
     params/pose_encoder/...            same ResNet naming as the depth encoder
                                        (conv1 has 3·num_input_images input channels)
@@ -50,30 +50,9 @@ jaxdepth yet, so the weights are stored as a plain tree beside the depth model:
 
 (kernels HWIO), read back by `load_pose(dir)`.
 
-The checkpoint on disk (`save_checkpoint` writes it, `load_checkpoint` reads it):
-
-    DIR/meta.json     {"format": "jaxdepth", "version": 1,
-                       "model": DepthNet kwargs (num_layers, width, log_sigma,
-                                dropout_rate, metric, min_depth, max_depth),
-                       "height", "width": the input size the model was trained at,
-                       "variant": "plain" | "uncertconv", "metric": bool,
-                       "use_stereo": bool | null,
-                       "ensemble": null | {"members": N, "names": [...]},
-                       "pose": null | {"num_layers", "width", "num_input_images",
-                                       "num_frames_to_predict_for"},
-                       "source": {...where it came from...}, ...}
-    DIR/variables/    orbax `StandardSave` of {"params", "batch_stats"},
-                      or of a list of N of them for an ensemble (Boot / Snap)
-    DIR/pose/         orbax `StandardSave` of the pose tree above (optional)
-
-`meta.json` is written last, so a directory without it is an unfinished conversion.
-
-`load_checkpoint` also reads the directories the project's own trainer writes
-(`jaxdepth.train.checkpoint.Checkpointer`, e.g. `experiments/kitti_grad_unc.py
---checkpoints`): a directory of numbered steps, or one step of it. The model is built
-from the saved config (`num_layers`, `width`, `variant`, `dropout`, `height`,
-`image_width`) and only `params` and `batch_stats` are read from the train state (the
-latest step unless `step` is given).
+The converted models are written with `jaxdepth.export.save_checkpoint` (the one
+checkpoint format of jaxdepth, described there) and read back with `load_checkpoint`
+(re-exported here); the pose tree goes to `DIR/pose/`, read by `load_pose`.
 
 Reading `.pth` files needs PyTorch (`pip install "jaxdepth[torch]"`, the CPU build is
 enough); they are read with `torch.load(..., weights_only=True)`, so a downloaded file
@@ -81,11 +60,8 @@ cannot run code. Nothing else here needs torch.
 """
 from __future__ import annotations
 
-import datetime
 import hashlib
-import json
 import re
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,8 +69,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
+from jaxdepth.export import (FORMAT, FORMAT_VERSION, CheckpointError, abstract_variables,
+                             check_variables,
+                             is_checkpoint, load_checkpoint, load_pose, save_checkpoint)
 from jaxdepth.models import DECODER_CHANNELS, DepthNet, ResNetEncoder, encoder_channels
 from jaxdepth.models.resnet import scaled
 
@@ -105,15 +83,17 @@ __all__ = [
     "save_checkpoint", "is_checkpoint",
 ]
 
-FORMAT = "jaxdepth"
-FORMAT_VERSION = 1
 TORCH_HINT = ('reading PyTorch .pth files needs torch: pip install "jaxdepth[torch]" '
               "(the CPU build is enough; jaxdepth pins torch==2.13.0)")
 _ARCHS = {((2, 2, 2, 2), False): 18, ((3, 4, 6, 3), False): 34, ((3, 4, 6, 3), True): 50}
 _PROBE = (1, 64, 64, 3)  # any multiple of 32 gives the same variable shapes
 
 
-class ConversionError(ValueError):
+def _check(flat, abstract, what: str):
+    return check_variables(flat, abstract, what, error=ConversionError)
+
+
+class ConversionError(CheckpointError):
     """The weights do not fit a jaxdepth model (with the reason and the keys involved)."""
 
 
@@ -299,29 +279,6 @@ def _decoder_flat(depth_sd, layout, metric: bool) -> dict[tuple[str, ...], np.nd
     return flat
 
 
-def _check_against(flat, abstract, what: str):
-    """Compare a flat converted tree with the abstract tree a Flax module expects."""
-    want = traverse_util.flatten_dict(abstract)
-    missing = sorted("/".join(k) for k in want if k not in flat)
-    unexpected = sorted("/".join(k) for k in flat if k not in want)
-    shapes = sorted(f"{'/'.join(k)}: got {tuple(flat[k].shape)}, expected {tuple(want[k].shape)}"
-                    for k in want if k in flat and tuple(flat[k].shape) != tuple(want[k].shape))
-    if missing or unexpected or shapes:
-        parts = []
-        for title, items in (("missing", missing), ("unexpected", unexpected),
-                             ("shape mismatches", shapes)):
-            if items:
-                shown = "; ".join(items[:12]) + (f"; … ({len(items)} in all)" if len(items) > 12 else "")
-                parts.append(f"{title}: {shown}")
-        raise ConversionError(f"{what} does not match the jaxdepth model — " + " | ".join(parts))
-    return traverse_util.unflatten_dict(
-        {k: np.asarray(v, want[k].dtype) for k, v in flat.items()})
-
-
-def _abstract_variables(model: DepthNet):
-    return jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct(_PROBE, jnp.float32))
-
-
 def convert_state_dicts(encoder_sd: Mapping[str, Any], depth_sd: Mapping[str, Any], *,
                         metric: bool = False, min_depth: float = 0.1, max_depth: float = 100.0,
                         dropout_rate: float = 0.2):
@@ -341,7 +298,7 @@ def convert_state_dicts(encoder_sd: Mapping[str, Any], depth_sd: Mapping[str, An
               "metric": bool(metric), "min_depth": float(min_depth), "max_depth": float(max_depth)}
     flat = {**_resnet_flat(encoder_sd, "encoder.", "encoder"),
             **_decoder_flat(depth_sd, layout, metric)}
-    variables = _check_against(flat, _abstract_variables(DepthNet(**kwargs)),
+    variables = _check(flat, abstract_variables(DepthNet(**kwargs)),
                                f"ResNet-{enc['num_layers']} encoder + {layout['variant']} decoder")
 
     def _scalar(key, cast):
@@ -365,7 +322,7 @@ def convert_pose(pose_encoder_sd: Mapping[str, Any], pose_sd: Mapping[str, Any])
     abstract = jax.eval_shape(ResNetEncoder(enc["num_layers"], enc["width"]).init,
                               jax.random.PRNGKey(0),
                               jax.ShapeDtypeStruct(_PROBE[:3] + (enc["in_channels"],), jnp.float32))
-    enc_tree = _check_against(flat, {c: {"pose_encoder": t} for c, t in abstract.items()},
+    enc_tree = _check(flat, {c: {"pose_encoder": t} for c, t in abstract.items()},
                               f"ResNet-{enc['num_layers']} pose encoder")
     names = {0: "squeeze", 1: "pose_0", 2: "pose_1", 3: "pose_2"}
     kernels = {0: 1, 1: 3, 2: 3, 3: 1}
@@ -397,219 +354,6 @@ def convert_pose(pose_encoder_sd: Mapping[str, Any], pose_sd: Mapping[str, Any])
             "num_input_features": int(net["1.weight"].shape[1]) // 256,
             "num_frames_to_predict_for": out_ch // 6}
     return tree, info
-
-
-# --------------------------------------------------------------------------- checkpoint I/O
-
-def _orbax():
-    import orbax.checkpoint as ocp
-    return ocp
-
-
-def _write_tree(path: Path, tree):
-    ocp = _orbax()
-    ckptr = ocp.StandardCheckpointer()
-    try:
-        ckptr.save(path.absolute(), jax.tree.map(np.asarray, tree))
-        ckptr.wait_until_finished()
-    finally:
-        ckptr.close()
-
-
-def _restore_tree(path: Path, abstract):
-    ocp = _orbax()
-    device = jax.local_devices()[0]
-    sharding = jax.sharding.SingleDeviceSharding(device)
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
-    ckptr = ocp.StandardCheckpointer()
-    try:
-        return ckptr.restore(path.absolute(), target)
-    finally:
-        ckptr.close()
-
-
-def is_checkpoint(directory) -> bool:
-    """Whether `directory` holds a jaxdepth checkpoint (`meta.json` of this format)."""
-    meta = Path(directory) / "meta.json"
-    if not meta.is_file():
-        return False
-    try:
-        return json.loads(meta.read_text()).get("format") == FORMAT
-    except (OSError, ValueError):
-        return False
-
-
-def _prepare_dir(directory: Path, overwrite: bool):
-    if directory.exists():
-        if not directory.is_dir():
-            raise FileExistsError(f"{directory} exists and is not a directory")
-        if any(directory.iterdir()):
-            if not overwrite:
-                raise FileExistsError(f"{directory} is not empty; pass overwrite=True "
-                                      "(CLI: --overwrite) to replace a jaxdepth checkpoint there")
-            if not (is_checkpoint(directory) or (directory / "variables").is_dir()):
-                raise FileExistsError(f"{directory} is not empty and holds no jaxdepth checkpoint; "
-                                      "refusing to delete it — choose another --out")
-            shutil.rmtree(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-
-
-def save_checkpoint(directory, model_kwargs: Mapping[str, Any], variables, height: int,
-                    width: int, meta: Mapping[str, Any] | None = None, *, pose=None,
-                    overwrite: bool = False) -> Path:
-    """Write a jaxdepth checkpoint (format in the module doc); returns its path.
-
-    `variables`: `{"params", "batch_stats"}` of `DepthNet(**model_kwargs)`, or a list
-    of them (an ensemble). `meta`: extra `meta.json` entries (`variant`, `source`,
-    `use_stereo`, …; `ensemble.names` for member names). `pose`: an optional
-    `(tree, info)` from `convert_pose`.
-    """
-    directory = Path(directory)
-    kwargs = dict(model_kwargs)
-    model = DepthNet(**kwargs)
-    for name, value in (("height", height), ("width", width)):
-        if int(value) <= 0 or int(value) % 32:
-            raise ValueError(f"{name} must be a positive multiple of 32, got {value}")
-    members = list(variables) if isinstance(variables, (list, tuple)) else None
-    abstract = _abstract_variables(model)
-    checked = []
-    for i, v in enumerate(members if members is not None else [variables]):
-        flat = traverse_util.flatten_dict(jax.tree.map(np.asarray, dict(v)))
-        checked.append(_check_against(flat, abstract, f"variables{'' if members is None else f'[{i}]'}"))
-    meta = dict(meta or {})
-    ensemble = None
-    if members is not None:
-        names = list((meta.get("ensemble") or {}).get("names") or [f"m{i}" for i in range(len(members))])
-        ensemble = {"members": len(members), "names": names}
-    _prepare_dir(directory, overwrite)
-    _write_tree(directory / "variables", checked if members is not None else checked[0])
-    pose_info = None
-    if pose is not None:
-        tree, pose_info = pose
-        _write_tree(directory / "pose", tree)
-    full = {
-        "format": FORMAT, "version": FORMAT_VERSION, "model": kwargs,
-        "height": int(height), "width": int(width),
-        "variant": "uncertconv" if kwargs.get("log_sigma") else "plain",
-        "metric": bool(kwargs.get("metric", False)), "use_stereo": None,
-        "source": None, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-    }
-    full.update(meta)
-    full["ensemble"], full["pose"] = ensemble, pose_info
-    import jaxdepth
-    full["jaxdepth_version"] = jaxdepth.__version__
-    tmp = directory / "meta.json.tmp"
-    tmp.write_text(json.dumps(full, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(directory / "meta.json")
-    return directory
-
-
-def _trainer_dirs(directory: Path, step: int | None):
-    """(manager directory, step) if `directory` is a trainer's checkpoint dir or one step of it."""
-    if (directory / "state").is_dir() and (directory / "config").is_dir() and directory.name.isdigit():
-        return directory.parent, int(directory.name) if step is None else step
-    steps = [int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit()
-             and (p / "state").is_dir()] if directory.is_dir() else []
-    if not steps:
-        return None
-    return directory, max(steps) if step is None else step
-
-
-def _load_trainer_checkpoint(root: Path, step: int):
-    ocp = _orbax()
-    mgr = ocp.CheckpointManager(root.absolute())
-    try:
-        if step not in mgr.all_steps():
-            raise FileNotFoundError(f"{root}: no step {step}; steps saved: {sorted(mgr.all_steps())}")
-        config = mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-        needed = ("num_layers", "width", "variant", "height", "image_width")
-        if not all(k in config for k in needed):
-            raise ValueError(f"{root}: the trainer config lacks {[k for k in needed if k not in config]}"
-                             " — cannot tell which model it trained")
-        kwargs = {"num_layers": int(config["num_layers"]), "width": float(config["width"]),
-                  "log_sigma": config["variant"] == "log",
-                  "dropout_rate": float(config.get("dropout", 0.2)),
-                  "metric": bool(config.get("metric", False)), "min_depth": 0.1, "max_depth": 100.0}
-        model = DepthNet(**kwargs)
-        abstract = _abstract_variables(model)
-        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                              {"params": abstract["params"], "batch_stats": abstract["batch_stats"]})
-        state = mgr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(
-                item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-                partial_restore=True)))["state"]
-    finally:
-        mgr.close()
-    meta = {"format": FORMAT, "version": FORMAT_VERSION, "model": kwargs,
-            "height": int(config["height"]), "width": int(config["image_width"]),
-            "variant": "uncertconv" if kwargs["log_sigma"] else "plain", "metric": kwargs["metric"],
-            "use_stereo": None, "ensemble": None, "pose": None,
-            "source": {"kind": "trainer", "directory": str(root), "step": step, "config": config}}
-    return model, {"params": state["params"], "batch_stats": state["batch_stats"]}, meta
-
-
-def load_checkpoint(directory, *, step: int | None = None):
-    """`(model, variables, meta)` of a jaxdepth checkpoint directory.
-
-    `variables` is `{"params", "batch_stats"}` (jax arrays on the first local
-    device), or a list of them for an ensemble (`meta["ensemble"]` not None).
-    Also reads a trainer's checkpoint directory (see the module doc; `step`:
-    which step, default the latest).
-    """
-    directory = Path(directory)
-    if not directory.exists():
-        raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
-    meta_path = directory / "meta.json"
-    if not meta_path.is_file():
-        trainer = _trainer_dirs(directory, step)
-        if trainer is not None:
-            return _load_trainer_checkpoint(*trainer)
-        raise FileNotFoundError(
-            f"{directory} has no meta.json, so it is not a jaxdepth checkpoint (convert PyTorch "
-            "weights with `jaxdepth convert monodepth2 ... --out DIR`, or give a directory the "
-            "jaxdepth trainer wrote)")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    if int(meta.get("version", 0)) > FORMAT_VERSION:
-        raise ValueError(f"{meta_path}: format version {meta['version']} is newer than this "
-                         f"jaxdepth reads ({FORMAT_VERSION}); upgrade jaxdepth")
-    model = DepthNet(**meta["model"])
-    abstract = _abstract_variables(model)
-    abstract = {"params": abstract["params"], "batch_stats": abstract["batch_stats"]}
-    ensemble = meta.get("ensemble")
-    target = [abstract] * int(ensemble["members"]) if ensemble else abstract
-    variables = _restore_tree(directory / "variables", target)
-    if ensemble:
-        variables = list(variables)
-    return model, variables, meta
-
-
-def load_pose(directory):
-    """`(tree, info)` of the pose network stored with a checkpoint, or None."""
-    directory = Path(directory)
-    meta = json.loads((directory / "meta.json").read_text())
-    info = meta.get("pose")
-    if not info or not (directory / "pose").is_dir():
-        return None
-    return _restore_pose(directory, info), info
-
-
-def _restore_pose(directory: Path, info):
-    c = 3 * int(info["num_input_images"])
-    enc = jax.eval_shape(ResNetEncoder(int(info["num_layers"]), float(info["width"])).init,
-                         jax.random.PRNGKey(0), jax.ShapeDtypeStruct(_PROBE[:3] + (c,), jnp.float32))
-    c_enc = int(encoder_channels(int(info["num_layers"]), float(info["width"]))[-1])
-    nif = int(info.get("num_input_features") or 1)
-    f32 = jnp.float32
-    conv = lambda k, i, o: {"kernel": jax.ShapeDtypeStruct((k, k, i, o), f32),
-                            "bias": jax.ShapeDtypeStruct((o,), f32)}
-    dec = {"squeeze": conv(1, c_enc, 256), "pose_0": conv(3, 256 * nif, 256),
-           "pose_1": conv(3, 256, 256), "pose_2": conv(1, 256, 6 * int(info["num_frames_to_predict_for"]))}
-    abstract = {"params": {"pose_encoder": enc["params"], "pose_decoder": dec},
-                "batch_stats": {"pose_encoder": enc["batch_stats"]}}
-    return _restore_tree(directory / "pose", abstract)
 
 
 # --------------------------------------------------------------------------- conversion
