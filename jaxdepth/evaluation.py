@@ -1,11 +1,13 @@
 """Evaluation harness: depth metrics and AUSE/AURG of uncertainty methods, per image
-then averaged, under the KITTI / NYU protocols (PROTOCOL.md), plus the paper-style table.
+then averaged, under the KITTI / NYU protocols (docs/protocols.md), the one evaluation
+loop over a test source, and the paper-style table.
 
+    rows = [Row("Reg", "Grad", method("grad", model.apply, variables))]
     ev = Evaluator(KITTI_BENCHMARK)
-    ev.add("Reg", "Grad", estimate, gt_depth)          # any number of batches
-    ev.time("Reg", "Grad", seconds, n_images)
-    rows = ev.rows()                                    # the results.json layout
-    print(format_table(rows))
+    evaluate(rows, source, batch_size=8, add=lambda row, est, samples, idx: ev.add(
+        row.model, row.method, est, np.stack([s["depth"] for s in samples])),
+        timer=lambda row, s, n: ev.time(row.model, row.method, s, n))
+    print(format_table(ev.rows()))                      # ev.rows(): the results.json layout
 """
 from __future__ import annotations
 
@@ -147,6 +149,70 @@ class Evaluator:
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row of a table: `fn(images [B,H,W,3], key) -> Estimate`, labelled `model` /
+    `method`; `protocol` overrides the evaluator's for this row (e.g. median scaling of a
+    monocular model); `name` is the checkpoint it came from; `normalize`: the reference
+    protocol min-max normalises this map before storing it; `inputs`: sample keys passed
+    to `fn` as keyword arrays besides the images (e.g. `depth` for Grad's gt reference)."""
+    model: str
+    method: str
+    fn: Callable
+    protocol: Protocol | None = None
+    name: str = ""
+    normalize: bool = False
+    inputs: tuple = ()
+
+
+def _samples(source, idx):
+    if hasattr(source, "get_batch"):
+        batch = source.get_batch(np.asarray(idx))
+        return [jax.tree.map(lambda x, j=j: x[j], batch) for j in range(len(idx))]
+    return [source[i] for i in idx]
+
+
+def evaluate(rows: Sequence[Row], source, *, batch_size: int, add, timer=None, seed: int = 0,
+             batch_keys: bool = True, progress: bool = True):
+    """The evaluation loop: run every row on every image of `source` (`len`, `source[i]`
+    or `get_batch(indices)` with `image` `[H,W,3]`), in batches of `batch_size` (the last
+    one padded by repeating its last image, so every call has one compiled shape).
+
+    Per batch and row: `add(row, estimate, samples, indices)` with the estimate of the
+    batch's real images (`[n,H,W,1]`, host arrays), their samples (a list of dicts) and
+    source indices; `timer(row, seconds, n_images)` with the wall time of the call
+    (`block_until_ready`; the first batch is run once untimed to compile, then timed).
+    The PRNG key of batch `b` is `fold_in(PRNGKey(seed), b)`, or `PRNGKey(seed)` for
+    every batch with `batch_keys=False`."""
+    n = len(source)
+    batch_size = max(1, min(int(batch_size), n))
+    base = jax.random.PRNGKey(seed)
+    for b, start in enumerate(range(0, n, batch_size)):
+        idx = list(range(start, min(start + batch_size, n)))
+        samples = _samples(source, idx)
+        def stacked(name):
+            x = np.stack([np.asarray(s[name], np.float32) for s in samples])
+            if len(idx) < batch_size:
+                x = np.concatenate([x] + [x[-1:]] * (batch_size - len(idx)))
+            return jnp.asarray(x)
+
+        images = stacked("image")
+        key = jax.random.fold_in(base, b) if batch_keys else base
+        for row in rows:
+            extra = {name: stacked(name) for name in row.inputs}
+            if b == 0:  # compile outside the timing
+                jax.block_until_ready(row.fn(images, key, **extra))
+            t0 = time.perf_counter()
+            est = jax.block_until_ready(row.fn(images, key, **extra))
+            if timer is not None:
+                timer(row, time.perf_counter() - t0, images.shape[0])
+            m = len(idx)
+            add(row, type(est)(np.asarray(est.depth)[:m], np.asarray(est.uncertainty)[:m]),
+                samples, idx)
+        if progress:
+            print(f"evaluated {idx[-1] + 1}/{n} test images", flush=True)
+
+
 def timed(fn: Callable, *args, repeats: int = 1):
     """`(result, seconds per call)` of `fn(*args)` after one untimed warm-up call
     (which compiles); blocks until the result is ready."""
@@ -180,4 +246,35 @@ def format_table(rows: Sequence[dict], title: str | None = None) -> str:
         line += f"{ms:>9.2f}" if ms == ms else f"{'—':>9}"
         line += f"  {d['abs_rel']:>8.3f}{d['rmse']:>8.3f}{d['a1']:>8.3f}"
         lines.append(line)
+    return "\n".join(lines)
+
+
+DEPTH_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+DEPTH_LABELS = ("Abs Rel", "Sq Rel", "RMSE", "RMSE log", "δ1", "δ2", "δ3")
+UNCERTAINTY_COLUMNS = (("abs_rel", "Abs Rel"), ("rmse", "RMSE"), ("a1", "δ1"))
+
+
+def format_depth_table(rows: Sequence[dict], title: str, improvement=None) -> str:
+    """The depth-metric layout of the SUB-Depth / Monodepth2 tables (`row["depth"]`);
+    `improvement=(baseline_row, row)` adds their difference (> 0: `row` is better)."""
+    head = f"{'Method':<28}" + "".join(f"{lab:>10}" for lab in DEPTH_LABELS)
+    lines = [title, head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['model']:<28}" + "".join(f"{r['depth'][k]:>10.4f}" for k in DEPTH_KEYS))
+    if improvement is not None:
+        a, b = improvement
+        diff = [(b["depth"][k] - a["depth"][k]) if k in ("a1", "a2", "a3")
+                else (a["depth"][k] - b["depth"][k]) for k in DEPTH_KEYS]
+        lines.append(f"{'Improvement':<28}" + "".join(f"{d:>10.4f}" for d in diff))
+    return "\n".join(lines)
+
+
+def format_uncertainty_table(rows: Sequence[dict], title: str) -> str:
+    """AUSE / AURG per error measure, one row per model (`row[metric]["ause" | "aurg"]`)."""
+    head1 = f"{'Method':<28}" + "".join(f"{lab:^20}" for _, lab in UNCERTAINTY_COLUMNS)
+    head2 = f"{'':<28}" + "".join(f"{'AUSE↓':>10}{'AURG↑':>10}" for _ in UNCERTAINTY_COLUMNS)
+    lines = [title, head1, head2, "-" * len(head2)]
+    for r in rows:
+        lines.append(f"{r['model']:<28}" + "".join(
+            f"{r[k]['ause']:>10.4f}{r[k]['aurg']:>10.4f}" for k, _ in UNCERTAINTY_COLUMNS))
     return "\n".join(lines)

@@ -16,7 +16,8 @@ both `[B,H,W,1]`. `space` picks the quantity whose spread is the uncertainty:
   mean, uncertainty the unbiased variance.
 - `ensemble`: the same over a sequence of variable sets (Boot / Snap);
   `bayesian=True` adds Σ_m σ_m² of Log members (Poggi et al.).
-- `predictive`: σ = exp(log_sigma) of a Log/Self model.
+- `predictive`: σ = exp(log_sigma) of a Log/Self model (`to_depth`: a disparity σ
+  propagated to depth).
 
 Sampling methods call `apply_fn(variables, images, dropout_rng=key)` (and
 `dropout_rate=p` for `in_drop`); the samples are a `vmap` over keys, so the
@@ -187,15 +188,33 @@ def ensemble(apply_fn, variables_seq: Sequence, images, *, space: str = "disp",
                      bayesian=bool(bayesian))
 
 
-@_jit("normalize")
-def _predictive(apply_fn, variables, images, *, normalize):
+@_jit("normalize", "disp_range")
+def _predictive(apply_fn, variables, images, *, normalize, disp_range):
     out = apply_fn(variables, images)
     _checks.check_outputs(out, "depth", "log_sigma")
     sigma = jnp.exp(out["log_sigma"])
+    if disp_range is not None:  # σ of the sigmoid disparity s → depth, to first order
+        lo, hi = disp_range
+        sigma = sigma * (1.0 / lo - 1.0 / hi) * out["depth"] ** 2
     return Estimate(out["depth"], normalize_per_image(sigma) if normalize else sigma)
 
 
-def predictive(apply_fn, variables, images, *, normalize: bool = False) -> Estimate:
-    """Log / Self: the model's own σ = exp(log_sigma) (one pass)."""
+def predictive(apply_fn, variables, images, *, normalize: bool = False,
+               to_depth: tuple[float, float] | None = None) -> Estimate:
+    """Log / Self: the model's own σ = exp(log_sigma) (one pass).
+
+    `to_depth=(min_depth, max_depth)`: the σ is one of the sigmoid disparity s (Self,
+    SUB-Depth), propagated to depth to first order, σ_d = |∂d/∂s|·σ =
+    (1/min − 1/max)·d²·σ, where d = 1/(1/max + (1/min − 1/max)·s) (Monodepth2's
+    `disp_to_depth`): far pixels, whose depth errors are largest, get a small σ in
+    disparity space.
+    """
     _checks.check_images(images)
-    return _predictive(apply_fn, variables, images, normalize=bool(normalize))
+    if to_depth is not None:
+        lo, hi = (float(v) for v in to_depth)
+        if not 0 < lo < hi:
+            raise ValueError(f"to_depth must be (min_depth, max_depth) with 0 < min < max, "
+                             f"got {to_depth}")
+        to_depth = (lo, hi)
+    return _predictive(apply_fn, variables, images, normalize=bool(normalize),
+                       disp_range=to_depth)
