@@ -6,7 +6,6 @@ against an independent computation written here: images and gt read with PIL, th
 uncertainty functions called directly, resizing, scaling, masks and metrics in NumPy, and
 for the reference mode the storage round trip and `compute_aucs` evaluation written out
 literally from the formulas."""
-import argparse
 import json
 import math
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from PIL import Image
 
 from experiment_scripts import load_experiment
+from jaxdepth import report
 from jaxdepth import uncertainty as U
 from jaxdepth.benchmarks import kitti
 from jaxdepth.convert import save_checkpoint
@@ -90,12 +90,10 @@ def tree(tmp_path_factory):
             "trees": {t1.folder: t1, t2.folder: t2}, "converted": converted}
 
 
-def _args(tree, out, *extra):
-    p = argparse.ArgumentParser()
-    kitti.add_arguments(p)
-    return p.parse_args(["--kitti-root", str(tree["root"]), "--weights", str(tree["weights"]),
-                         "--split-file", tree["split"], "--out", str(out), "--eval-batch", "3",
-                         *extra])
+def _config(tree, out, **changes):
+    kw = dict(kitti_root=str(tree["root"]), weights=str(tree["weights"]),
+              split_file=tree["split"], out=str(out), eval_batch=3)
+    return kitti.KittiConfig(**{**kw, **changes})
 
 
 # --------------------------------------------------------------------------- independent side
@@ -269,7 +267,8 @@ def test_mono_benchmark_every_row_matches_independent_computation(tree, experime
 def test_reference_mode_mono_stores_uint16_maps_and_matches_the_reference_evaluation(
         tree, tmp_path):
     out = tmp_path / "ref"
-    rows = kitti.run(_args(tree, out, "--reproduce-reference", "--models", "post", "log"))
+    result = kitti.run(_config(tree, out, reproduce_reference=True, models=("post", "log")))
+    rows = result.rows
     _, gts = _inputs(tree)
     per_image = {}
     for name in ("post", "log"):
@@ -305,6 +304,7 @@ def test_reference_mode_mono_stores_uint16_maps_and_matches_the_reference_evalua
     expected = _mean_rows(per_image)
     _check_rows(rows, {k: expected[k] for k in ROWS if k[0] in ("Post", "Log")},
                 rtol=1e-7, atol=1e-10)
+    report.write_results(out, rows, result.curves, result.config, result.title)
     result = json.loads((out / "results.json").read_text())
     assert result["config"]["mode"] == "reference" and result["config"]["supervision"] == "mono"
 
@@ -313,10 +313,10 @@ def test_stereo_eigen_split_both_modes(tree, tmp_path):
     """`eigen`: velodyne gt projected into the image, Garg crop, 1e-3 < gt < 80; ×5.4."""
     from jaxdepth.data.kitti import load_calib, velodyne_depth_map
 
-    clean = kitti.run(_args(tree, tmp_path / "c", "--split", "eigen", "--supervision", "stereo",
-                            "--models", "post"))
-    ref = kitti.run(_args(tree, tmp_path / "r", "--split", "eigen", "--supervision", "stereo",
-                          "--models", "post", "--reproduce-reference"))
+    clean = kitti.run(_config(tree, tmp_path / "c", split="eigen", supervision="stereo",
+                              models=("post",))).rows
+    ref = kitti.run(_config(tree, tmp_path / "r", split="eigen", supervision="stereo",
+                            models=("post",), reproduce_reference=True)).rows
     est = _estimates(tree, "post")
     for rows, reference in ((clean, False), (ref, True)):
         per_image = {}
@@ -412,10 +412,10 @@ def test_weights_layout_and_errors(tree, tmp_path):
     mislabelled.mkdir()
     (mislabelled / "log").symlink_to(w / "post", target_is_directory=True)
     with pytest.raises(ValueError, match="log σ heads"):
-        kitti.run(_args(tree, tmp_path / "o", "--weights", str(mislabelled)))
+        kitti.run(_config(tree, tmp_path / "o", weights=str(mislabelled)))
 
 
 def test_experiment_without_kitti_root_keeps_the_synthetic_job(experiment):
     args = experiment.parse_args(["--quick"])
-    assert args.kitti_root is None and args.quick and args.test_images == 4
+    assert args.kitti_root is None and args.quick and experiment.config_of(args).test_images == 4
     assert math.isclose(args.variance_weight, 2.0)

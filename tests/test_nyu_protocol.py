@@ -1,9 +1,11 @@
 """The NYU Depth V2 protocol of Table 3 (`jaxdepth.benchmarks.nyu`,
-`experiments/nyu_grad_unc.py`) end to end on a FastDepth-format HDF5 fixture: trains the
-three metric-depth base models (plain, Log, Drop) for 2 steps with the NYU recipe,
-exports them, evaluates every row, and checks the numbers against an independent
-computation written here (h5py reading, the ×0.5 nearest resize and centre crop, the
-uncertainty functions called directly in depth space, mask, clamp and metrics in NumPy)."""
+`experiments/nyu_grad_unc.py`) end to end on a FastDepth-format HDF5 fixture: the
+experiment trains the three metric-depth base models (plain, Log, Drop) for 2 steps with
+the NYU recipe through `jaxdepth.train.runs` (which exports them into their run
+directories), the protocol evaluates every row, and the test checks the numbers against
+an independent computation written here (h5py reading, the ×0.5 nearest resize and
+centre crop, the uncertainty functions called directly in depth space, mask, clamp and
+metrics in NumPy)."""
 import json
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 
 from experiment_scripts import load_experiment
 from jaxdepth import uncertainty as U
-from jaxdepth.benchmarks import kitti, nyu
+from jaxdepth.benchmarks import nyu, protocol
 from jaxdepth.convert import is_checkpoint
 from jaxdepth.metrics import ause_aurg
 from jaxdepth.train import supervised
@@ -50,13 +52,14 @@ def test_trains_base_models_then_every_row_matches_independent_computation(
         experiment, tmp_path, capsys):
     root = tmp_path / "nyudepthv2"
     write_nyu_tree(root, n_val=3, train=(("bathroom_0001", 4), ("kitchen_0002", 4)))
-    common = ["--nyu-root", str(root), "--train-dir", str(tmp_path / "train"),
-              "--model-width", "0.125", "--batch-size", "8", "--eval-batch", "3",
-              "--workers", "2"]
+    common = ["--nyu-root", str(root), "--checkpoints", str(tmp_path / "train"),
+              "--model-width", "0.125", "--batch-size", "8", "--eval-batch", "3"]
     with pytest.warns(UserWarning, match="has 3 files, expected 654"):
         rows = experiment.main(common + ["--steps", "2", "--out", str(tmp_path / "out")])
     printed = capsys.readouterr().out
-    assert printed.count("train NYU") == 3 and "published (paper)" in printed
+    # one training per model (the run names of jaxdepth.train.recipes.run_name)
+    assert all(printed.count(f"train {run}: 2 steps") == 1 for run in ("drop", "reg", "log"))
+    assert "published (paper)" in printed
     result = json.loads((tmp_path / "out" / "results.json").read_text())
     assert result["rows"] == json.loads(json.dumps(rows))
     assert [(r["model"], r["method"]) for r in rows] == ROWS
@@ -64,12 +67,13 @@ def test_trains_base_models_then_every_row_matches_independent_computation(
     for metric in ("abs_rel", "rmse", "a1"):
         assert (tmp_path / "out" / f"sparsification_{metric}.png").stat().st_size > 1000
 
-    # the exported models: metric DepthNets at 224×288 after 2 training steps each
+    # the exported models (in the run directories): metric DepthNets at 224×288 after 2
+    # training steps each
     models = {}
     for name, kind in (("drop", "drop"), ("post", "reg"), ("log", "log")):
-        (run,) = (tmp_path / "train").glob(f"{name}-*")
-        assert is_checkpoint(run / "model")
-        models[name] = kitti.load_model(run / "model")
+        (run,) = (tmp_path / "train").glob(f"{kind}-*")
+        assert is_checkpoint(run)
+        models[name] = protocol.load_model(run)
         meta = models[name][2]
         assert meta["model"]["metric"] and (meta["height"], meta["width"]) == (224, 288)
         assert meta["model"]["log_sigma"] == (name == "log")
@@ -77,7 +81,7 @@ def test_trains_base_models_then_every_row_matches_independent_computation(
         assert (cfg["variant"], cfg["metric"], cfg["loss_space"], cfg["steps"], cfg["max_depth"],
                 cfg["augment"], cfg["lr"]) == (kind, True, "depth", 2, 10.0, False, 1e-4)
         assert cfg["lr_drop_at"] == pytest.approx(0.75)
-        fresh = supervised.SupervisedConfig(**cfg).model().init_variables(0, 224, 288)
+        fresh = supervised.SupervisedConfig.from_dict(cfg).model().init_variables(0, 224, 288)
         moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
                              models[name][1]["params"], fresh["params"])
         assert max(jax.tree.leaves(moved)) > 0  # trained, not the initialisation
@@ -124,7 +128,7 @@ def test_trains_base_models_then_every_row_matches_independent_computation(
     assert capsys.readouterr().out.count("reusing") == 1
     layout = tmp_path / "weights"
     layout.mkdir()
-    (layout / "drop").symlink_to(next((tmp_path / "train").glob("drop-*")) / "model",
+    (layout / "drop").symlink_to(next((tmp_path / "train").glob("drop-*")),
                                  target_is_directory=True)
     again = experiment.main(["--nyu-root", str(root), "--weights", str(layout), "--limit", "3",
                              "--eval-batch", "3", "--out", str(tmp_path / "w")])
