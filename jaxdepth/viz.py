@@ -14,7 +14,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["colorize", "save_panel", "plot_sparsification", "save_depth_uncertainty_png"]
+__all__ = ["colorize", "save_panel", "plot_sparsification", "save_depth_uncertainty_png",
+           "save_prediction_panel"]
 
 GREY = (128, 128, 128)
 TITLE_PX = 24  # title strip above each panel, pixels
@@ -217,3 +218,52 @@ def save_depth_uncertainty_png(path, image, depth, uncertainty, error=None, gt=N
             panels["ground truth (1/depth)"] = colorize(1.0 / gt, "magma", mask=valid)
     return save_panel(path, list(panels.values()), titles=list(panels), ncols=ncols)
 
+
+
+def save_prediction_panel(path, image, depth, uncertainty, *, depth_label: str = "depth [m]",
+                          uncertainty_label: str = "uncertainty", title: str | None = None,
+                          dpi: int = 100):
+    """Image | depth | uncertainty with colour bars: depth on a logarithmic scale
+    (near = bright, ``magma_r``; ``depth_label`` names its unit), uncertainty linear
+    (``hot``; ``uncertainty_label`` names its scale). ``image: [H, W, 3]``; ``depth,
+    uncertainty: [H, W]``. Returns ``path``."""
+    import textwrap
+
+    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.ticker import FormatStrFormatter, LogLocator
+
+    depth, unc = _as_2d("depth", depth), _as_2d("uncertainty", uncertainty)
+    rgb = _as_rgb(0, image)
+    h, w = rgb.shape[:2]
+    scale = max(1.0, MIN_PANEL_PX / w)
+    cell_w, cell_h = w * scale / dpi, h * scale / dpi
+    fig = Figure(figsize=(3 * cell_w + 3.6, cell_h + 0.9), dpi=dpi, facecolor="white")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3, gridspec_kw={"wspace": 0.75})
+    wrap = lambda text: "\n".join(textwrap.wrap(text, 26))  # noqa: E731
+    axes[0].imshow(rgb, interpolation="nearest")
+    axes[0].set_title("image", fontsize=9)
+    ok = np.isfinite(depth) & (depth > 0)
+    lo, hi = (np.percentile(depth[ok], (2, 98)) if ok.any() else (0.1, 100.0))
+    hi = max(hi, lo * 1.01)
+    im = axes[1].imshow(np.where(ok, depth, np.nan), cmap="magma_r", interpolation="nearest",
+                        norm=LogNorm(vmin=lo, vmax=hi))
+    axes[1].set_title("depth", fontsize=9)
+    bar = fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.03)
+    bar.set_label(wrap(depth_label), fontsize=8)
+    bar.ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+    bar.ax.yaxis.set_minor_formatter(FormatStrFormatter(""))
+    fin = np.isfinite(unc)
+    ulo, uhi = (np.percentile(unc[fin], (2, 98)) if fin.any() else (0.0, 1.0))
+    im = axes[2].imshow(unc, cmap="hot", interpolation="nearest",
+                        norm=Normalize(vmin=ulo, vmax=max(uhi, ulo + 1e-12)))
+    axes[2].set_title("uncertainty", fontsize=9)
+    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.03).set_label(wrap(uncertainty_label),
+                                                                     fontsize=8)
+    for ax in axes:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path

@@ -1,0 +1,63 @@
+"""The `jaxdepth` command.
+
+    jaxdepth train --recipe NAME --data synthetic|kitti|nyu [--data-root DIR] [--split NAME|FILE]
+                   [--teacher DIR] [--height H] [--width W] [--steps N] [--batch-size B]
+                   [--seed S] --out DIR
+    jaxdepth predict --checkpoint DIR [--method grad] [--taps dec6 ...] IMAGE|DIR|GLOB ...
+    jaxdepth convert monodepth2 --encoder encoder.pth --depth depth.pth --out DIR
+                                [--pose-encoder pose_encoder.pth --pose pose.pth]
+    jaxdepth convert monodepth2 --folder FOLDER --out DIR [--weights weights_19]
+                                [--snapshots 12-19]
+
+`train` (`jaxdepth.cli.train`) trains any recipe on the procedural scenes, KITTI raw or
+NYU and exports the model into its run directory; `predict` (`jaxdepth.cli.predict`)
+writes depth and uncertainty maps for your images with any checkpoint; `convert`
+(`jaxdepth.cli.convert`) turns released Monodepth2-format PyTorch weights into a
+checkpoint. A user error prints one line `jaxdepth: error: ...` and exits with 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from jaxdepth import runtime
+from jaxdepth.cli import convert, predict, train
+from jaxdepth.cli.errors import CLIError
+from jaxdepth.cli.options import (add_kitti_arguments, add_method_arguments, kitti_config,
+                                  method_options)
+from jaxdepth.cli.predict import IMAGE_EXTENSIONS, collect_images
+
+__all__ = ["main", "build_parser", "CLIError", "collect_images", "IMAGE_EXTENSIONS",
+           "add_method_arguments", "method_options", "add_kitti_arguments", "kitti_config"]
+
+_COMMANDS = {"train": train, "predict": predict, "convert": convert}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jaxdepth", description=(
+        "Post hoc gradient-based uncertainty for monocular depth networks."))
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,predict,convert}")
+    for module in _COMMANDS.values():
+        module.add_parser(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    """Run the `jaxdepth` command; returns the exit status (0 ok, 2 usage or input error)."""
+    runtime.configure_cpu()  # before JAX starts
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command].run(args)
+    except CLIError as e:
+        print(f"jaxdepth: error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
+        # ConversionError / CheckpointError are ValueErrors: wrong files, missing keys, shapes
+        print(f"jaxdepth: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _entry():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from jaxdepth.cli import _entry
+
+_entry()

@@ -1,0 +1,94 @@
+"""`jaxdepth convert monodepth2 ...`: released Monodepth2-format PyTorch weights → a
+jaxdepth checkpoint (`jaxdepth.convert.monodepth2`; written through `jaxdepth.export`)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from jaxdepth.cli.errors import CLIError
+
+
+def _snapshots(text: str) -> list[int]:
+    """`12-19` or `12,14,19` → list of ints."""
+    try:
+        if "-" in text:
+            lo, hi = text.split("-", 1)
+            return list(range(int(lo), int(hi) + 1))
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'A-B' or 'A,B,...', got {text!r}") from None
+
+
+def add_parser(sub) -> None:
+    conv = sub.add_parser("convert", help="convert PyTorch weights into a jaxdepth checkpoint")
+    conv_sub = conv.add_subparsers(dest="format", required=True, metavar="{monodepth2}")
+    m = conv_sub.add_parser(
+        "monodepth2", help="Monodepth2-format encoder.pth + depth.pth (plain, uncertconv, NYU metric)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Convert Monodepth2-format weights (Monodepth2; Poggi et al.'s uncertconv Log/Self\n"
+            "models; GrUMoDepth's NYU metric decoder). The variant is read from the state dict;\n"
+            "metric vs. sigmoid disparity cannot be, so give --metric or --disparity (without\n"
+            "either, a file or folder named with NYU as a word, e.g. nyu_resnet18/, means\n"
+            "metric). Needs torch to read .pth files (read with weights_only=True: a file\n"
+            "cannot run code)."))
+    src = m.add_mutually_exclusive_group(required=True)
+    src.add_argument("--encoder", type=Path, help="encoder.pth")
+    src.add_argument("--folder", type=Path, help="a model folder, or one with boot_*/weights_19/ "
+                     "members (an ensemble), or a run's folder with --snapshots")
+    m.add_argument("--depth", type=Path, help="depth.pth (with --encoder)")
+    m.add_argument("--pose-encoder", type=Path, help="pose_encoder.pth (optional, with --pose)")
+    m.add_argument("--pose", type=Path, help="pose.pth (optional)")
+    m.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    m.add_argument("--weights", default="weights_19",
+                   help="with --folder: the weights subfolder of each member (default weights_19)")
+    m.add_argument("--snapshots", type=_snapshots, metavar="A-B",
+                   help="with --folder: convert weights_A..weights_B of one run as an ensemble (Snap)")
+    m.add_argument("--no-pose", action="store_true", help="with --folder: skip pose files")
+    kind = m.add_mutually_exclusive_group()
+    kind.add_argument("--metric", dest="metric", action="store_true", default=None,
+                      help="heads output metric depth, no sigmoid (NYU supervised models)")
+    kind.add_argument("--disparity", dest="metric", action="store_false",
+                      help="heads output sigmoid disparity (Monodepth2, KITTI)")
+    m.add_argument("--height", type=int, help="training height, if the encoder file stores none")
+    m.add_argument("--width", type=int, help="training width, if the encoder file stores none")
+    m.add_argument("--min-depth", type=float, default=0.1, help="disp_to_depth minimum (0.1)")
+    m.add_argument("--max-depth", type=float, default=100.0, help="disp_to_depth maximum (100)")
+    m.add_argument("--overwrite", action="store_true", help="replace a checkpoint at --out")
+
+
+def run(args) -> int:
+    from jaxdepth.convert import convert_monodepth2, convert_monodepth2_folder, load_checkpoint
+    common = dict(metric=args.metric, height=args.height, width=args.width,
+                  min_depth=args.min_depth, max_depth=args.max_depth, overwrite=args.overwrite)
+    if args.encoder is not None:
+        if args.depth is None:
+            raise CLIError("--encoder needs --depth")
+        if (args.pose_encoder is None) != (args.pose is None):
+            raise CLIError("give both --pose-encoder and --pose, or neither")
+        if args.snapshots:
+            raise CLIError("--snapshots goes with --folder")
+        out = convert_monodepth2(args.encoder, args.depth, args.out, args.pose_encoder,
+                                 args.pose, **common)
+    else:
+        if args.depth is not None or args.pose is not None or args.pose_encoder is not None:
+            raise CLIError("--depth/--pose/--pose-encoder go with --encoder, not --folder")
+        out = convert_monodepth2_folder(args.folder, args.out, weights=args.weights,
+                                        snapshots=args.snapshots, pose=not args.no_pose, **common)
+    meta = json.loads((Path(out) / "meta.json").read_text())
+    members = meta["ensemble"]["members"] if meta["ensemble"] else 1
+    m = meta["model"]
+    print(f"wrote {out}")
+    print(f"  model:  ResNet-{m['num_layers']} encoder, {meta['variant']} decoder"
+          + (" (log σ heads)" if meta["variant"] == "uncertconv" else "")
+          + f", input {meta['height']}x{meta['width']}, use_stereo={meta['use_stereo']}")
+    print(f"  output: {'metric depth' if meta['metric'] else 'sigmoid disparity'} "
+          f"[{meta['metric_source']}]")
+    if members > 1:
+        print(f"  ensemble of {members}: {', '.join(meta['ensemble']['names'])}")
+    if meta["pose"]:
+        print(f"  pose network: ResNet-{meta['pose']['num_layers']}, "
+              f"{meta['pose']['num_input_images']} input images")
+    load_checkpoint(out)  # read back once: the checkpoint is usable
+    return 0

@@ -1,0 +1,255 @@
+"""`jaxdepth predict --checkpoint DIR [--method grad] IMAGE|DIR|GLOB ...`
+
+Loads any checkpoint the project writes or converts (`jaxdepth.export.load_checkpoint`:
+an export, a `jaxdepth train --out` directory, a trainer run under `checkpoints/`),
+offers the methods of `jaxdepth.uncertainty.methods` that the model supports, resizes
+every image to the checkpoint's training resolution, brings depth (through disparity,
+bilinear) and uncertainty back to the image's own size and writes `<stem>_depth.npy`,
+`<stem>_uncertainty.npy` (float32 `[h, w]`) and `<stem>_panel.png` (image | depth |
+uncertainty with colour bars) into `--out`, one line per image. Depth is in metres for
+metric and supervised models, metres via the stereo scale (×5.4 for KITTI's rig) for
+stereo-trained ones, and in the model's own units (no metric scale) for monocular ones.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import re
+import sys
+import time
+from pathlib import Path
+
+from jaxdepth.cli import options
+from jaxdepth.cli.errors import CLIError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+PROGRESS_MIN = 6  # a progress bar from this many images on
+
+
+def _method_names():
+    from jaxdepth.uncertainty.methods import ALIASES, METHODS
+    return {**{k: m.help for k, m in METHODS.items()},
+            **{k: f"= {v}" for k, v in ALIASES.items()}}
+
+
+def add_parser(sub) -> None:
+    names = _method_names()
+    pr = sub.add_parser(
+        "predict", help="depth and uncertainty for your own images",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Methods:\n" + "\n".join(f"  {k:10s} {v}" for k, v in names.items()))
+    pr.add_argument("images", nargs="*", metavar="IMAGE",
+                    help="image files, directories (their images) or glob patterns")
+    pr.add_argument("--checkpoint", type=Path, required=True,
+                    help="a jaxdepth checkpoint directory (an export, a `jaxdepth train "
+                         "--out` directory or a trainer's run directory)")
+    pr.add_argument("--method", default="grad", choices=list(names))
+    pr.add_argument("--out", type=Path, default=Path("predictions"), help="output directory")
+    options.add_method_arguments(pr)
+    pr.add_argument("--space", choices=["disp", "depth"], default=None,
+                    help="post/var/in_drop/drop/boot: spread of disparity or depth "
+                         "(default: depth for metric models, else disp)")
+    pr.add_argument("--sigma-to-depth", dest="to_depth", action="store_true", default=None,
+                    help="predictive: propagate a disparity σ to depth (default for "
+                         "Self / SUB-Depth models)")
+    pr.add_argument("--bayesian", action="store_true", help="boot: add Σ σ² of log σ members")
+    pr.add_argument("--member", type=int, default=0,
+                    help="ensemble checkpoints, methods other than boot: which member (0)")
+    pr.add_argument("--batch-size", type=int, default=4, help="images per call (4)")
+    pr.add_argument("--seed", type=int, default=0, help="noise/dropout seed")
+    pr.add_argument("--no-panel", action="store_true", help="do not write the PNG panels")
+
+
+def collect_images(specs) -> list[Path]:
+    """Files, directories (their image files, sorted) and glob patterns → paths."""
+    found: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir()
+                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.is_file():
+            found.append(path)
+        elif any(c in spec for c in "*?["):
+            found += sorted(Path(p) for p in glob.glob(spec, recursive=True)
+                            if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            raise CLIError(f"{spec}: no such file or directory")
+    seen, unique = set(), []
+    for p in found:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    if not unique:
+        raise CLIError(f"no images matched {' '.join(specs)} (extensions: "
+                       f"{', '.join(IMAGE_EXTENSIONS)})")
+    return unique
+
+
+def _stems(paths) -> list[str]:
+    """Output stems, unique: a repeated stem gets `_1`, `_2`, …"""
+    count, out = {}, []
+    for p in paths:
+        stem = p.stem
+        n = count.get(stem, 0)
+        count[stem] = n + 1
+        out.append(stem if n == 0 else f"{stem}_{n}")
+    return out
+
+
+def _resize_map(x, h: int, w: int):
+    """Bilinear resize of a float `[H, W]` map (PIL, float32) to `[h, w]`."""
+    import numpy as np
+    from PIL import Image
+    if x.shape == (h, w):
+        return x.astype(np.float32)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(x, np.float32)).resize(
+        (w, h), Image.Resampling.BILINEAR), np.float32)
+
+
+def _split_taps(args):
+    """`--taps dec6 dec8 img.png` swallows the image: give such paths back to IMAGE,
+    and accept comma-separated taps."""
+    taps, moved = [], []
+    for item in args.taps:
+        if not re.fullmatch(r"[A-Za-z_]*\d*(,[A-Za-z_]*\d*)*", item) or Path(item).exists():
+            moved.append(item)
+        else:
+            taps += [t for t in item.split(",") if t]
+    args.taps, args.images = taps or ["dec6"], moved + list(args.images)
+
+
+def depth_scale(meta) -> tuple[float, str]:
+    """The factor that turns a checkpoint's depth into metres, and the depth's unit."""
+    if meta.get("scaling") == "median":
+        return 1.0, "depth [model units: monocular, no metric scale]"
+    if meta.get("scaling") == "stereo" or meta.get("use_stereo"):
+        factor = float(meta.get("stereo_scale") or 5.4)
+        return factor, f"depth [m] (stereo scale ×{factor:g})"
+    return 1.0, "depth [m]"
+
+
+def uncertainty_label(key: str, opts, info, scale: float) -> str:
+    """What a method's map measures, for the colour bar."""
+    space = opts.space or ("depth" if info.metric else "disp")
+    spread = "depth [m]" if space == "depth" else "disparity [1/model units]"
+    if key == "grad":
+        return "gradient uncertainty (per-image min-max, 0-1)"
+    if key in ("var", "in_drop"):
+        return f"variance of {space} (per-image min-max, 0-1)"
+    if key == "post":
+        return f"|Δ {spread}| (flip)"
+    if key in ("mc_drop", "ensemble"):
+        return f"variance of {spread}" + ("²" if space == "depth" else "")
+    to_depth = opts.to_depth if opts.to_depth is not None else info.sigma_space == "disp"
+    if to_depth:
+        return "σ of depth [m]" if scale != 1.0 or info.metric else "σ of depth [model units]"
+    return {"disp": "σ of sigmoid disparity", "log_depth": "σ of log depth",
+            "depth": "σ of depth [m]", "photometric": "σ of the photometric error"}.get(
+                info.sigma_space, "σ = exp(log σ)")
+
+
+def _make_method(args, model, variables, meta):
+    """`(fn images [B,H,W,3] → Estimate, method key, options, model info)`."""
+    import dataclasses
+
+    import jax
+
+    from jaxdepth.uncertainty import methods as M
+
+    key = M.canonical(args.method)
+    ensemble = isinstance(variables, list)
+    if ensemble and key != "ensemble":
+        if not 0 <= args.member < len(variables):
+            raise CLIError(f"--member {args.member}: the ensemble has {len(variables)} members")
+        print(f"note: {args.checkpoint} is an ensemble of {len(variables)}; --method "
+              f"{args.method} uses member {args.member} (--method boot uses all)",
+              file=sys.stderr)
+        variables = variables[args.member]
+    info = M.ModelInfo.of(model, variables, meta)
+    opts = options.method_options(args)
+    opts = dataclasses.replace(opts, to_depth=args.to_depth)
+    if key == "grad":
+        from jaxdepth.models import TAPS
+        bad = [t for t in opts.taps if t not in TAPS]
+        if bad:
+            raise CLIError(f"unknown tap(s) {bad}; choose from {', '.join(TAPS)}")
+    reason = M.unsupported(key, info, opts)
+    if reason:
+        offered = ", ".join(M.supported_methods(info))
+        raise CLIError(f"--method {args.method} {reason}; {args.checkpoint} offers: {offered}")
+    rng = jax.random.PRNGKey(args.seed)
+    fn = M.method(key, model.apply, variables, opts, info=info)
+    return (lambda x: fn(x, rng)), key, opts, info
+
+
+def run(args) -> int:
+    _split_taps(args)
+    if not args.images:
+        raise CLIError("no IMAGE given (files, directories or glob patterns)")
+    if args.batch_size < 1:
+        raise CLIError("--batch-size must be at least 1")
+    if args.samples < 2 and args.method in ("in_drop", "drop", "mc_drop"):
+        raise CLIError("--samples must be at least 2")
+    paths = collect_images(args.images)
+    if not args.checkpoint.exists():
+        raise CLIError(f"checkpoint directory {args.checkpoint} does not exist")
+
+    import numpy as np
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from jaxdepth.export import load_checkpoint
+    from jaxdepth.viz import save_prediction_panel
+    try:
+        model, variables, meta = load_checkpoint(args.checkpoint)
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from None
+    height, width = int(meta["height"]), int(meta["width"])
+    run_fn, key, opts, info = _make_method(args, model, variables, meta)
+    scale, depth_label = depth_scale(meta)
+    unc_label = uncertainty_label(key, opts, info, scale)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stems = _stems(paths)
+    bar = tqdm(total=len(paths), desc=f"predict ({args.method})", unit="img",
+               disable=len(paths) < PROGRESS_MIN, file=sys.stderr, dynamic_ncols=True)
+    say = tqdm.write if not bar.disable else print
+    t0 = time.perf_counter()
+    for start in range(0, len(paths), args.batch_size):
+        chunk = list(range(start, min(start + args.batch_size, len(paths))))
+        originals, batch = [], []
+        for i in chunk:
+            try:
+                img = Image.open(paths[i]).convert("RGB")
+            except OSError as e:
+                raise CLIError(f"{paths[i]}: cannot read image ({e})") from None
+            originals.append(np.asarray(img))
+            batch.append(np.asarray(img.resize((width, height), Image.Resampling.LANCZOS),
+                                    np.float32) / 255.0)
+        while len(batch) < args.batch_size:  # one compiled shape for every call
+            batch.append(batch[-1])
+        est = run_fn(np.clip(np.stack(batch), 0.0, 1.0))
+        depth, unc = np.asarray(est.depth)[..., 0], np.asarray(est.uncertainty)[..., 0]
+        for k, i in enumerate(chunk):
+            h, w = originals[k].shape[:2]
+            with np.errstate(divide="ignore"):
+                disp = _resize_map(1.0 / depth[k], h, w)
+                d = (scale / disp).astype(np.float32)
+            u = _resize_map(unc[k], h, w)
+            stem = args.out / stems[i]
+            np.save(f"{stem}_depth.npy", d)
+            np.save(f"{stem}_uncertainty.npy", u)
+            if not args.no_panel:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    save_prediction_panel(f"{stem}_panel.png", originals[k], d, u,
+                                          depth_label=depth_label,
+                                          uncertainty_label=f"{args.method}: {unc_label}")
+            say(f"{paths[i]}: {w}x{h}, depth {np.nanmin(d):.3g}-{np.nanmax(d):.3g} "
+                f"(median {np.nanmedian(d):.3g}), mean uncertainty {np.nanmean(u):.3g} "
+                f"-> {stem}_{{depth,uncertainty}}.npy")
+            bar.update(1)
+    bar.close()
+    if len(paths) >= PROGRESS_MIN:
+        wall = time.perf_counter() - t0
+        print(f"{len(paths)} images in {wall:.1f} s ({args.method}), outputs in {args.out}")
+    return 0

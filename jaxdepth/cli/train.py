@@ -1,0 +1,154 @@
+"""`jaxdepth train --recipe NAME --data synthetic|kitti|nyu ... --out DIR`
+
+One command for every recipe (`jaxdepth.train.recipes.RECIPES`) and data source
+(`jaxdepth.data.training`). `--out DIR` holds the resumable orbax run (the same command
+after a kill resumes it; another config in the same DIR is refused) and, when it ends,
+an exported checkpoint that `jaxdepth predict --checkpoint DIR` loads.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from jaxdepth.cli.errors import CLIError
+
+#: input size, model width and learning rate by data kind (procedural scenes: small and
+#: from random weights; KITTI and NYU: Monodepth2's / the NYU recipe's)
+DEFAULTS = {"synthetic": dict(height=64, width=192, model_width=0.25, lr=1e-3),
+            "kitti": dict(height=192, width=640, model_width=1.0, lr=1e-4),
+            "nyu": dict(height=224, width=288, model_width=1.0, lr=1e-4)}
+
+
+def add_parser(sub) -> None:
+    from jaxdepth.train.recipes import RECIPES
+    recipes = "\n".join(f"  {k:18s} {r.help}" for k, r in RECIPES.items())
+    tr = sub.add_parser(
+        "train", help="train a depth model (every recipe, synthetic / KITTI / NYU data)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Recipes:\n" + recipes + "\n\nDefaults by --data: " + "; ".join(
+            f"{k} {d['height']}x{d['width']}, model width {d['model_width']}, lr {d['lr']:g}"
+            for k, d in DEFAULTS.items()))
+    tr.add_argument("--recipe", required=True, choices=list(RECIPES), metavar="NAME",
+                    help="what to train (see the list above)")
+    tr.add_argument("--data", default="synthetic", choices=list(DEFAULTS),
+                    help="training data (synthetic: the procedural street scenes)")
+    tr.add_argument("--data-root", type=Path, help="KITTI raw root / NYU FastDepth folder")
+    tr.add_argument("--split", help="KITTI: a shipped list (eigen_zhou, eigen_full) or a split "
+                    "file of 'folder frame side' lines (default: eigen_zhou for M/MS, "
+                    "eigen_full for S and supervised)")
+    tr.add_argument("--gt", default="velodyne", choices=("velodyne", "improved"),
+                    help="KITTI supervised depth: projected velodyne or the improved gt")
+    tr.add_argument("--image-ext", default=".png", help="KITTI image extension (.png)")
+    tr.add_argument("--teacher", type=Path, help="a selfsup run's --out (self, sub-depth: the "
+                    "teacher; selfsup-*-log/-drop: the plain run to fine-tune)")
+    tr.add_argument("--height", type=int, help="input height (see the defaults)")
+    tr.add_argument("--width", type=int, help="input width (see the defaults)")
+    tr.add_argument("--model-width", type=float, help="channel multiplier (see the defaults)")
+    tr.add_argument("--num-layers", type=int, default=18, choices=(18, 34, 50),
+                    help="ResNet encoder depth (18)")
+    tr.add_argument("--steps", type=int, default=1000, help="training steps (1000)")
+    tr.add_argument("--batch-size", type=int, default=8, help="batch size (8)")
+    tr.add_argument("--lr", type=float, help="Adam learning rate, ×0.1 after 75 %% of the steps")
+    tr.add_argument("--limit", type=int, help="train on the first N frames only (synthetic: "
+                    "N scenes, default 4000)")
+    tr.add_argument("--seed", type=int, default=0, help="initialisation, augmentation, data order")
+    tr.add_argument("--out", type=Path, required=True, help="run directory (resumable)")
+
+
+def _teacher(path: Path):
+    """`(config, variables, start_state)` of a teacher run directory."""
+    import json
+
+    from jaxdepth.export import load_checkpoint
+    from jaxdepth.train import runs
+    from jaxdepth.train.recipes import config_from_dict
+
+    if not path.is_dir():
+        raise CLIError(f"--teacher {path}: no such directory (a `jaxdepth train ... --out` "
+                       "directory)")
+    _, variables, meta = load_checkpoint(path)
+    source = meta.get("source") or {}
+    if source.get("kind") != "jaxdepth-train":
+        raise CLIError(f"--teacher {path}: not a jaxdepth training run (it came from "
+                       f"{json.dumps(source)[:80]}); train the teacher with `jaxdepth train`")
+    cfg = config_from_dict(source["config"], where=str(path))
+    start = None
+    try:
+        start = runs.restore_variables(path, int(source["step"]))
+    except (FileNotFoundError, KeyError, ValueError):
+        pass
+    return cfg, variables, start
+
+
+def run(args) -> int:
+    from jaxdepth.data.training import training_data
+    from jaxdepth.train import recipes
+    from jaxdepth.train.config import RunConfig
+    from jaxdepth.train.selfsup import SelfSupConfig
+
+    d = DEFAULTS[args.data]
+    if args.data != "synthetic" and args.data_root is None:
+        raise CLIError(f"--data {args.data} needs --data-root (the dataset folder)")
+    if args.data == "synthetic" and (args.data_root or args.split):
+        raise CLIError("--data synthetic renders its scenes: no --data-root or --split")
+    teacher_cfg = teacher_vars = start = None
+    recipe = recipes.RECIPES[args.recipe]
+    if args.teacher is not None:
+        if recipe.teacher == "none":
+            raise CLIError(f"--recipe {args.recipe} takes no --teacher")
+        teacher_cfg, teacher_vars, start = _teacher(args.teacher)
+        if not isinstance(teacher_cfg, SelfSupConfig):
+            raise CLIError(f"--teacher {args.teacher} is a {recipes.recipe_of(teacher_cfg)} run; "
+                           f"--recipe {args.recipe} needs a self-supervised (selfsup-*) teacher")
+    elif recipe.teacher == "required":
+        raise CLIError(f"--recipe {args.recipe} distils a teacher: give --teacher DIR (the "
+                       "--out of a `jaxdepth train --recipe selfsup-...` run)")
+    size = (teacher_cfg.run.height, teacher_cfg.run.image_width) if teacher_cfg else (
+        d["height"], d["width"])
+    height, width = args.height or size[0], args.width or size[1]
+    if args.steps < 1 or args.batch_size < 1:
+        raise CLIError("--steps and --batch-size must be at least 1")
+    if args.recipe.startswith("selfsup") and args.data == "nyu":
+        raise CLIError("NYU holds single RGB-D frames: the self-supervised recipes need "
+                       "--data kitti or synthetic")
+    if args.recipe in ("self", "sub-depth") and args.data == "nyu":
+        raise CLIError(f"--recipe {args.recipe} distils a self-supervised teacher on its data: "
+                       "use --data kitti or synthetic")
+    run = RunConfig(height=height, image_width=width, batch_size=args.batch_size,
+                    steps=args.steps, lr=args.lr or d["lr"], seed=args.seed,
+                    data_seed=args.seed, data=args.data, split=args.split,
+                    augment=args.data != "nyu",
+                    train_size=args.limit if args.limit else 4000)
+    try:
+        cfg = recipes.build(args.recipe, run, teacher=teacher_cfg, num_layers=args.num_layers,
+                            model_width=args.model_width or d["model_width"])
+        if getattr(cfg, "start_from", None) is not None and start is None:
+            raise CLIError(f"--teacher {args.teacher} keeps no training state to fine-tune "
+                           "from (its orbax steps are gone)")
+        needs = _needs(cfg)
+        data = training_data(args.data, needs=needs, height=height, width=width,
+                             root=args.data_root, split=args.split,
+                             length=args.limit if args.data != "synthetic" else run.train_size,
+                             seed=args.seed, gt=args.gt, image_ext=args.image_ext)
+    except FileNotFoundError as e:
+        raise CLIError(str(e)) from None
+    print(f"jaxdepth train {args.recipe}: {data.description}; "
+          f"{run.steps} steps of {run.batch_size}, lr {run.lr:g} -> {args.out}", flush=True)
+    from jaxdepth.train.checkpoint import ConfigMismatch
+    try:
+        recipes.train_or_load(cfg, directory=args.out, data=data,
+                              teacher_variables=teacher_vars, start_state=start,
+                              name=args.recipe)
+    except ConfigMismatch as e:
+        raise CLIError(f"{e}") from None
+    print(f"exported {args.out}: jaxdepth predict --checkpoint {args.out} IMAGE ...")
+    return 0
+
+
+def _needs(cfg):
+    from jaxdepth.train import distill, selfsup
+    if isinstance(cfg, selfsup.SelfSupConfig):
+        return cfg.mode
+    if isinstance(cfg, distill.DistillConfig):
+        return distill.data_keys(cfg)
+    return "depth"
