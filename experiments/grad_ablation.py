@@ -1,13 +1,12 @@
-"""Ablations of the gradient method on the models of `kitti_grad_unc.py`
-(the supplementary material's layer study and the paper's Table 5 references).
+"""Ablation of the gradient method's choices on the main job's Reg and Log models:
+every decoder tap, the channel reductions, |g|, the references (gray, noise, rotation,
+var, ground truth), a three-tap set with each aggregate, and λ for Log.
 
     python experiments/grad_ablation.py [--quick] [--models Reg Log]
 
-Reuses the checkpoints the main job trained (same flags select the same models;
-trains them if missing), then evaluates Grad with every single decoder tap
-dec0…dec10, each channel reduction, each reference (including the ground-truth
-loss as an upper bound), several λ for the Log model and a multi-layer
-aggregate, and prints AUSE/AURG tables and `ablation.json` in `--out`.
+The models are the main job's (`experiments/kitti_grad_unc.py`, the same configs, so its
+runs are reused from `--checkpoints`). Prints a table (the Table 1 layout) and writes
+`ablation.json` (`{"config", "rows"}`) and `table.txt` into `--out`.
 """
 from __future__ import annotations
 
@@ -15,20 +14,36 @@ from jaxdepth import runtime
 
 runtime.configure_cpu()
 
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
-import kitti_grad_unc as main_job  # noqa: E402
-
-from jaxdepth import uncertainty as U  # noqa: E402
 from jaxdepth.data.synthetic import SyntheticSource  # noqa: E402
-from jaxdepth.evaluation import SYNTHETIC, Evaluator, format_table  # noqa: E402
+from jaxdepth.evaluation import SYNTHETIC, Evaluator, Row, evaluate, format_table  # noqa: E402
+from jaxdepth.train import recipes, supervised  # noqa: E402
+from jaxdepth.train.config import RunConfig  # noqa: E402
+from jaxdepth.uncertainty import gradient_uncertainty  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The main job's model settings (its `Config`) and the evaluation."""
+    height: int = 64
+    width: int = 192
+    model_width: float = 0.25
+    num_layers: int = 18
+    steps: int = 500
+    batch_size: int = 8
+    lr: float = 1e-3
+    variance_weight: float = 2.0
+    test_images: int = 64
+    eval_batch: int = 8
+    seed: int = 0
+    models: tuple = ("Reg", "Log")
+
+
+QUICK = Config(steps=6, test_images=4, height=32, width=96, model_width=0.125, eval_batch=4)
 
 
 def variants(model_name, variance_weight):
@@ -47,42 +62,60 @@ def variants(model_name, variance_weight):
     return out
 
 
+def model_config(cfg: Config, name: str) -> supervised.SupervisedConfig:
+    """The main job's Reg / Log config for these settings."""
+    run = RunConfig(height=cfg.height, image_width=cfg.width, batch_size=cfg.batch_size,
+                    steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, data_seed=cfg.seed)
+    return supervised.SupervisedConfig(variant={"Reg": "reg", "Log": "log"}[name],
+                                       num_layers=cfg.num_layers, width=cfg.model_width, run=run)
+
+
+def _row(model, label, apply_fn, variables, kw):
+    if kw.get("reference") == "gt":
+        def fn(x, key, depth):
+            return gradient_uncertainty(apply_fn, variables, x, rng=key,
+                                        depth_gt=depth * (depth > 0), **kw)
+        return Row(model, label, fn, inputs=("depth",))
+    return Row(model, label, lambda x, key: gradient_uncertainty(apply_fn, variables, x,
+                                                                 rng=key, **kw))
+
+
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    models_wanted = ["Reg", "Log"]
-    if "--models" in argv:
-        i = argv.index("--models")
-        models_wanted = []
-        while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            models_wanted.append(argv.pop(i + 1))
-        argv.pop(i)
-    args = main_job.parse_args(argv + ["--boot", "0"])
-    out = Path(args.out).parent / "grad_ablation"
+    p = argparse.ArgumentParser(description="Gradient-method ablation (main job's models)")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--models", nargs="+", choices=("Reg", "Log"))
+    p.add_argument("--out", default="runs/grad_ablation")
+    p.add_argument("--checkpoints", default="checkpoints")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--test-images", type=int)
+    p.add_argument("--seed", type=int)
+    args = p.parse_args(argv)
+    cfg = QUICK if args.quick else Config()
+    changes = {k: v for k, v in (("steps", args.steps), ("test_images", args.test_images),
+                                 ("seed", args.seed)) if v is not None}
+    if args.models:
+        changes["models"] = tuple(args.models)
+    cfg = dataclasses.replace(cfg, **changes)
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    _, models, _ = main_job.train_models(args)
-    source = SyntheticSource("test", seed=args.seed, height=args.height, width=args.width,
-                             length=args.test_images, keys=("image", "depth"))
+    rows = []
+    for name in cfg.models:
+        apply_fn, variables = recipes.train_or_load(model_config(cfg, name), args.checkpoints)
+        rows += [_row(name, label, apply_fn, variables, kw)
+                 for label, kw in variants(name, cfg.variance_weight)]
+    source = SyntheticSource("test", seed=cfg.seed, height=cfg.height, width=cfg.width,
+                             length=cfg.test_images, keys=("image", "depth"))
     ev = Evaluator(SYNTHETIC)
-    key = jax.random.PRNGKey(args.seed)
-    for start in range(0, args.test_images, args.eval_batch):
-        batch = source.get_batch(np.arange(start, min(start + args.eval_batch, len(source))))
-        images, gt = jnp.asarray(batch["image"]), jnp.asarray(batch["depth"])
-        for name in models_wanted:
-            apply_fn, variables = models[name]
-            for label, kw in variants(name, args.variance_weight):
-                if kw.get("reference") == "gt":
-                    kw = dict(kw, depth_gt=jnp.where(gt > 0, gt, 0.0))
-                est = U.gradient_uncertainty(apply_fn, variables, images, rng=key, **kw)
-                ev.add(name, label, est, gt)
-        print(f"evaluated {min(start + args.eval_batch, args.test_images)}/{args.test_images}",
-              flush=True)
-    rows = ev.rows()
-    table = format_table(rows, "Gradient-method ablation (procedural street scenes)")
+    evaluate(rows, source, batch_size=cfg.eval_batch, seed=cfg.seed, batch_keys=False,
+             add=lambda row, est, samples, idx: ev.add(
+                 row.model, row.method, est, [s["depth"] for s in samples]))
+    results = ev.rows()
+    table = format_table(results, "Gradient-method ablation (procedural street scenes)")
     print(table)
     (out / "table.txt").write_text(table + "\n")
     with open(out / "ablation.json", "w") as f:
-        json.dump({"config": {k: v for k, v in vars(args).items()}, "rows": rows}, f, indent=2)
-    return rows
+        json.dump({"config": dataclasses.asdict(cfg), "rows": results}, f, indent=2)
+    return results
 
 
 if __name__ == "__main__":

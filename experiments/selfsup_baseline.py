@@ -19,25 +19,50 @@ the MS (or, with `--teacher-mode M`, the M) run as its teacher when the configs 
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from jaxdepth import runtime
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import sub_depth  # noqa: E402  (configures the CPU runtime first)
+runtime.configure_cpu()
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxdepth.data.synthetic import SyntheticSource  # noqa: E402
-from jaxdepth.evaluation import SYNTHETIC  # noqa: E402
-from jaxdepth.train import selfsup  # noqa: E402
+from jaxdepth.evaluation import (DEPTH_KEYS, SYNTHETIC, Evaluator, Row, evaluate,  # noqa: E402
+                                 format_depth_table)
+from jaxdepth.train import recipes, selfsup  # noqa: E402
+from jaxdepth.train.config import RunConfig  # noqa: E402
+from jaxdepth.uncertainty.maps import Estimate  # noqa: E402
+
+MEDIAN = dataclasses.replace(SYNTHETIC, name="synthetic_median", scaling="median")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The experiment: which modes, their size and training, and the evaluation."""
+    modes: tuple = ("M", "S", "MS")
+    height: int = 64
+    width: int = 192
+    model_width: float = 0.25
+    num_layers: int = 18
+    steps: int = 600           # S / MS runs; M: selfsup.M_STEPS_FACTOR × as many
+    batch_size: int = 8
+    lr: float = 1e-3
+    smoothness: float = 1e-3
+    automask: bool = True
+    stereo_baseline: float | None = 0.1
+    test_images: int = 64
+    eval_batch: int = 8
+    seed: int = 0
+
+
+QUICK = Config(steps=6, test_images=8, height=32, width=96, model_width=0.125)
 
 
 def parse_args(argv=None):
@@ -62,95 +87,118 @@ def parse_args(argv=None):
     p.add_argument("--eval-batch", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-train", action="store_true")
-    args = p.parse_args(argv)
-    quick = dict(steps=6, test_images=8, lr=1e-3, height=32, width=96, model_width=0.125)
-    full = dict(steps=600, test_images=64, lr=1e-3, height=64, width=192, model_width=0.25)
-    for key, value in (quick if args.quick else full).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    args.panels = 0
-    return args
+    return p.parse_args(argv)
 
 
-def mode_config(args, mode) -> selfsup.SelfSupConfig:
-    cfg = sub_depth.teacher_config(args)
-    return dataclasses.replace(cfg, mode=mode, steps=selfsup.steps_for(mode, args.steps),
-                               smoothness=args.smoothness,
-                               automask=not args.no_automask,
-                               stereo_baseline=args.stereo_baseline or None)
+def config_of(args) -> Config:
+    base = QUICK if args.quick else Config()
+    names = {f.name for f in dataclasses.fields(Config)}
+    changes = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    changes.update(modes=tuple(args.modes), automask=not args.no_automask,
+                   stereo_baseline=args.stereo_baseline or None)
+    return dataclasses.replace(base, **changes)
+
+
+def mode_config(cfg: Config, mode: str) -> selfsup.SelfSupConfig:
+    """The mode's run: the same settings as `experiments/sub_depth.py`'s teacher (and
+    `kitti_grad_unc.py --selfsup`), so equal configs share one run."""
+    return selfsup.SelfSupConfig(
+        mode=mode, num_layers=cfg.num_layers, width=cfg.model_width,
+        smoothness=cfg.smoothness, automask=cfg.automask,
+        stereo_baseline=cfg.stereo_baseline,
+        run=RunConfig(height=cfg.height, image_width=cfg.width, batch_size=cfg.batch_size,
+                      steps=selfsup.steps_for(mode, cfg.steps), lr=cfg.lr, seed=cfg.seed,
+                      data_seed=cfg.seed))
 
 
 def constant_model(depth: float):
-    """An `apply_fn`-like predictor of a constant depth."""
+    """A row function predicting a constant depth (no uncertainty)."""
 
-    def apply(variables, images):
+    def fn(images, key):
         d = jnp.full(images.shape[:3] + (1,), depth, jnp.float32)
-        return {"depth": d, "disp": 1.0 / d}
+        return Estimate(d, jnp.zeros_like(d))
 
-    return apply
+    return fn
 
 
-def train_median(args, n=256) -> float:
-    src = SyntheticSource("train", seed=args.seed, height=args.height, width=args.width,
+def depth_model(apply_fn, variables):
+    """A row function of a trained model's depth (no uncertainty)."""
+    one = jax.jit(lambda v, x: apply_fn(v, x)["depth"])
+    return lambda x, key: Estimate(one(variables, x), jnp.zeros(x.shape[:3] + (1,)))
+
+
+def train_median(cfg: Config, n=256) -> float:
+    src = SyntheticSource("train", seed=cfg.seed, height=cfg.height, width=cfg.width,
                           length=n, keys=("depth",))
     d = np.concatenate([np.asarray(src.get_batch(np.arange(i, min(i + 32, n)))["depth"]).ravel()
                         for i in range(0, n, 32)])
     return float(np.median(d[(d > 0) & (d < 80)]))
 
 
+def evaluate_depth(rows, cfg: Config) -> list[dict]:
+    """Depth metrics of every row on the test split, each under its row's protocol."""
+    source = SyntheticSource("test", seed=cfg.seed, height=cfg.height, width=cfg.width,
+                             length=cfg.test_images, keys=("image", "depth"))
+    ev = {}
+
+    def add(row, est, samples, idx):
+        e = ev.setdefault(row.protocol.name, Evaluator(row.protocol))
+        e.add(row.model, "", est, np.stack([s["depth"] for s in samples]))
+
+    evaluate(rows, source, batch_size=cfg.eval_batch, add=add, seed=cfg.seed)
+    by = {r["model"]: r for e in ev.values() for r in e.rows()}
+    return [{"model": r.model, "depth": {k: by[r.model]["depth"][k] for k in DEPTH_KEYS}}
+            for r in rows]
+
+
 def main(argv=None):
     args = parse_args(argv)
+    cfg = config_of(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    models, protocols, scaling, seconds = {}, {}, {}, {}
-    configs = {}
-    for mode in args.modes:
-        cfg = mode_config(args, mode)
-        configs[mode] = cfg
+    rows, scaling, seconds, configs = [], {}, {}, {}
+    for mode in cfg.modes:
+        c = configs[mode] = mode_config(cfg, mode)
         t = time.perf_counter()
-        run = "selfsup_m" if mode == "M" else f"selfsup_{mode.lower()}"
-        fn, variables = selfsup.train_or_load(run, cfg, args.checkpoints, no_train=args.no_train)
+        fn = depth_model(*recipes.train_or_load(c, args.checkpoints, train=not args.no_train))
         seconds[mode] = time.perf_counter() - t
-        factor = selfsup.stereo_scale_factor(cfg)
+        factor = selfsup.stereo_scale_factor(c)
         if "S" in mode:
             name = f"{mode} (×{factor:g}, known baseline)"
-            models[name] = (fn, variables)
-            protocols[name] = dataclasses.replace(SYNTHETIC, name=f"stereo_{mode}",
-                                                  scaling="stereo", stereo_factor=factor)
+            rows.append(Row(name, "", fn, dataclasses.replace(
+                SYNTHETIC, name=f"stereo_{mode}", scaling="stereo", stereo_factor=factor)))
             scaling[name] = f"stereo ×{factor:g}"
         if mode != "S":
             name = f"{mode} (median scaling)"
-            models[name] = (fn, variables)
-            protocols[name] = sub_depth.MEDIAN
+            rows.append(Row(name, "", fn, MEDIAN))
             scaling[name] = "median"
-    med = train_median(args)
-    models["const (median scaling)"] = (constant_model(1.0), {})
-    protocols["const (median scaling)"] = sub_depth.MEDIAN
+    med = train_median(cfg)
+    rows.append(Row("const (median scaling)", "", constant_model(1.0), MEDIAN))
     scaling["const (median scaling)"] = "median"
     name = f"const (train median {med:.1f} m)"
-    models[name] = (constant_model(med), {})
-    protocols[name] = SYNTHETIC
+    rows.append(Row(name, "", constant_model(med), SYNTHETIC))
     scaling[name] = "none"
-    rows, _, _ = sub_depth.evaluate(models, args, protocols)
-    for r in rows:
+    results = evaluate_depth(rows, cfg)
+    for r in results:
         r["scaling"] = scaling[r["model"]]
-    title = (f"Self-supervised Monodepth2 from scratch vs constant depth ({args.height}×"
-             f"{args.width}, ResNet-{args.num_layers} width {args.model_width}, {args.steps} "
-             f"steps (M {selfsup.steps_for('M', args.steps)}), lr {args.lr}, batch "
-             f"{args.batch_size}, {args.test_images} test images)")
-    text = sub_depth.format_depth_table(rows, title)
+    title = (f"Self-supervised Monodepth2 from scratch vs constant depth ({cfg.height}×"
+             f"{cfg.width}, ResNet-{cfg.num_layers} width {cfg.model_width}, {cfg.steps} "
+             f"steps (M {selfsup.steps_for('M', cfg.steps)}), lr {cfg.lr}, batch "
+             f"{cfg.batch_size}, {cfg.test_images} test images)")
+    text = format_depth_table(results, title)
     text += "\n\ntraining wall time: " + ", ".join(f"{m} {s:.0f} s" for m, s in seconds.items())
     print(text)
     (out / "table.txt").write_text(text + "\n")
-    config = dict(vars(args))
-    config.update(dataset="synthetic", models={m: c.to_dict() for m, c in configs.items()},
-                  train_seconds=seconds, device=jax.devices()[0].device_kind,
-                  train_median_depth=med)
+    config = {**dataclasses.asdict(cfg), "quick": args.quick, "out": args.out,
+              "checkpoints": args.checkpoints, "dataset": "synthetic",
+              "models": {m: c.to_dict() for m, c in configs.items()},
+              "train_seconds": seconds, "device": jax.devices()[0].device_kind,
+              "train_median_depth": med}
     with open(out / "results.json", "w") as f:
-        json.dump({"config": config, "rows": rows}, f, indent=2)
+        json.dump({"config": config, "rows": results}, f, indent=2)
     print(f"wrote {out / 'results.json'}; total {time.perf_counter() - t0:.0f} s")
-    return rows
+    return results
 
 
 if __name__ == "__main__":

@@ -40,20 +40,49 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxdepth import viz  # noqa: E402
 from jaxdepth.data.synthetic import SyntheticSource  # noqa: E402
-from jaxdepth.evaluation import SYNTHETIC, Evaluator  # noqa: E402
+from jaxdepth.evaluation import (DEPTH_KEYS, SYNTHETIC, UNCERTAINTY_COLUMNS,  # noqa: E402
+                                 Evaluator, Row, evaluate, format_depth_table,
+                                 format_uncertainty_table)
 from jaxdepth.losses.distill import TABLE1_WEIGHTS  # noqa: E402
-from jaxdepth.train import distill, selfsup  # noqa: E402
-from jaxdepth.uncertainty import Estimate  # noqa: E402
+from jaxdepth.train import distill, recipes, selfsup  # noqa: E402
+from jaxdepth.train.config import RunConfig  # noqa: E402
+from jaxdepth.uncertainty.maps import Estimate  # noqa: E402
+from jaxdepth.uncertainty.methods import MethodOptions, ModelInfo, method  # noqa: E402
 
-DEPTH_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
-DEPTH_LABELS = ("Abs Rel", "Sq Rel", "RMSE", "RMSE log", "δ1", "δ2", "δ3")
-UNC_KEYS = (("abs_rel", "Abs Rel"), ("rmse", "RMSE"), ("a1", "δ1"))
+UNC_KEYS = UNCERTAINTY_COLUMNS
 MEDIAN = dataclasses.replace(SYNTHETIC, name="synthetic_median", scaling="median")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The experiment: sizes, training, the teacher's mode and SUB-Depth's weighting."""
+    height: int = 64
+    width: int = 192
+    model_width: float = 0.25
+    num_layers: int = 18
+    steps: int = 600           # per model; M-mode runs: selfsup.M_STEPS_FACTOR × as many
+    batch_size: int = 8
+    lr: float = 1e-3
+    teacher_mode: str = "M"
+    form: str = "pixel"
+    w_pho: float = 0.5
+    w_reg: float = 0.5
+    teacher_bn: str = "inference"
+    ablation: bool = False
+    grid: bool = False
+    teacher_seeds: int = 1
+    test_images: int = 64
+    eval_batch: int = 8
+    panels: int = 3
+    seed: int = 0
+
+
+QUICK = Config(steps=6, test_images=8, height=32, width=96, model_width=0.125, eval_batch=8,
+               panels=1)
 
 
 def parse_args(argv=None):
@@ -94,103 +123,70 @@ def parse_args(argv=None):
     p.add_argument("--panels", type=int, default=None, help="test images drawn as PNG panels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-train", action="store_true", help="fail instead of training")
-    args = p.parse_args(argv)
-    quick = dict(steps=6, test_images=8, lr=1e-3, height=32, width=96, model_width=0.125,
-                 eval_batch=8, panels=1)
-    full = dict(steps=600, test_images=64, lr=1e-3, height=64, width=192, model_width=0.25,
-                eval_batch=8, panels=3)
-    for key, value in (quick if args.quick else full).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
+    return p.parse_args(argv)
 
 
-def teacher_config(args, seed=None) -> selfsup.SelfSupConfig:
-    seed = args.seed if seed is None else seed
-    mode = getattr(args, "teacher_mode", "M")
+def config_of(args) -> Config:
+    """`QUICK` or `Config()` with the given flags."""
+    base = QUICK if args.quick else Config()
+    names = {f.name for f in dataclasses.fields(Config)}
+    changes = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return dataclasses.replace(base, **changes)
+
+
+def teacher_config(cfg: Config, seed=None) -> selfsup.SelfSupConfig:
+    seed = cfg.seed if seed is None else seed
     return selfsup.SelfSupConfig(
-        mode=mode, num_layers=args.num_layers, width=args.model_width, height=args.height,
-        image_width=args.width, batch_size=args.batch_size,
-        steps=selfsup.steps_for(mode, args.steps), lr=args.lr,
-        seed=seed, data_seed=args.seed)
+        mode=cfg.teacher_mode, num_layers=cfg.num_layers, width=cfg.model_width,
+        run=RunConfig(height=cfg.height, image_width=cfg.width, batch_size=cfg.batch_size,
+                      steps=selfsup.steps_for(cfg.teacher_mode, cfg.steps), lr=cfg.lr,
+                      seed=seed, data_seed=cfg.seed))
 
 
-def model_configs(args) -> dict:
-    """`{row name: config}` in training order (teacher first)."""
-    teacher = teacher_config(args)
+def model_configs(cfg: Config) -> dict:
+    """`{row name: config}` in training order (teacher first). The runs are found by
+    their configs: the teacher, Log and Self are the runs `kitti_grad_unc.py --selfsup`
+    trains for the same settings."""
+    teacher = teacher_config(cfg)
     configs = {"teacher": teacher}
-    for i in range(1, args.teacher_seeds):
-        configs[f"teacher_seed{args.seed + i}"] = teacher_config(args, args.seed + i)
+    for i in range(1, cfg.teacher_seeds):
+        configs[f"teacher_seed{cfg.seed + i}"] = teacher_config(cfg, cfg.seed + i)
     configs["student"] = distill.DistillConfig(
-        method="sub_depth", teacher=teacher, form=args.form, w_pho=args.w_pho,
-        w_reg=args.w_reg, teacher_bn=args.teacher_bn)
+        method="sub_depth", teacher=teacher, form=cfg.form, w_pho=cfg.w_pho,
+        w_reg=cfg.w_reg, teacher_bn=cfg.teacher_bn)
     configs["log"] = selfsup.variant_config(teacher, "log")
     configs["self"] = distill.DistillConfig(method="self", teacher=teacher,
-                                            teacher_bn=args.teacher_bn)
+                                            teacher_bn=cfg.teacher_bn)
     manual = []
-    if args.ablation:
+    if cfg.ablation:
         manual += [("regression", (0.0, 1.0)), ("1:1", (0.5, 0.5))]
-    if args.grid:
+    if cfg.grid:
         manual += [(f"w{wp:g}:{wr:g}", (wp, wr)) for wp, wr in TABLE1_WEIGHTS]
     for name, (wp, wr) in manual:
         configs[name] = distill.DistillConfig(method="sub_depth", teacher=teacher, form="manual",
-                                              w_pho=wp, w_reg=wr, teacher_bn=args.teacher_bn)
+                                              w_pho=wp, w_reg=wr, teacher_bn=cfg.teacher_bn)
     return configs
 
 
-#: Rows whose runs are the same models as `kitti_grad_unc.py --selfsup`'s (one checkpoint).
-SHARED_RUNS = {"teacher": "", "log": "_log", "self": "_self"}
-
-
-def _run_name(name: str, mode: str) -> str:
-    if name in SHARED_RUNS:
-        return f"selfsup_{mode.lower()}{SHARED_RUNS[name]}"
-    return "sd_" + "".join(c if c.isalnum() else "_" for c in name)
-
-
-def train_models(args) -> tuple[dict, dict]:
-    """Train or reuse every model: `(configs, {name: (apply_fn, variables)})`."""
-    configs = model_configs(args)
-    models = {}
-    teacher_vars = None
-    for name, cfg in configs.items():
-        run = _run_name(name, configs["teacher"].mode)
-        if isinstance(cfg, selfsup.SelfSupConfig):
-            models[name] = selfsup.train_or_load(run, cfg, args.checkpoints,
-                                                 no_train=args.no_train,
-                                                 start_name=_run_name("teacher", cfg.mode))
-            if name == "teacher":
-                teacher_vars = models[name][1]
-        else:
-            models[name] = distill.train_or_load(run, cfg, args.checkpoints, teacher_vars,
-                                                 no_train=args.no_train)
-    return configs, models
+def train_models(configs: dict, checkpoints, *, train: bool = True) -> dict:
+    """Train or reuse every model: `{name: (apply_fn, variables)}` (the teacher of every
+    student is trained first, as its config says)."""
+    return {name: recipes.train_or_load(c, checkpoints, train=train)
+            for name, c in configs.items()}
 
 
 def has_sigma(apply_fn) -> bool:
-    module = getattr(apply_fn, "__self__", None)
-    return bool(getattr(module, "log_sigma", False))
+    return bool(getattr(getattr(apply_fn, "__self__", None), "log_sigma", False))
 
 
 def predictor(apply_fn, variables, to_depth: bool = False):
-    """A jitted `images -> Estimate(depth, σ)` (σ = exp(log_sigma), zeros without σ).
-
-    `to_depth`: propagate a σ of the sigmoid disparity s to depth to first order,
-    σ_depth = |∂depth/∂s|·σ = (1/min − 1/max)·depth²·σ (Self's and SUB-Depth's σ live in
-    disparity space, where far pixels get small σ although their depth errors are large).
-    """
-    sigma = has_sigma(apply_fn)
-    module = getattr(apply_fn, "__self__", None)
-
-    @jax.jit
-    def fn(variables, images):
-        out = apply_fn(variables, images)
-        unc = jnp.exp(out["log_sigma"]) if sigma else jnp.zeros_like(out["depth"])
-        if to_depth:
-            unc = unc * (1.0 / module.min_depth - 1.0 / module.max_depth) * out["depth"] ** 2
-        return Estimate(out["depth"], unc)
-
-    return lambda images: fn(variables, images)
+    """`fn(images, key) -> Estimate(depth, σ)`: the table's `predictive` (σ = exp(log σ);
+    `to_depth`: a σ of the sigmoid disparity propagated to depth), zeros without σ."""
+    if not has_sigma(apply_fn):
+        one = jax.jit(lambda v, x: apply_fn(v, x)["depth"])
+        return lambda x, key: Estimate(one(variables, x), np.zeros(x.shape[:3] + (1,)))
+    info = ModelInfo.of(apply_fn.__self__, variables)
+    return method("predictive", apply_fn, variables, MethodOptions(to_depth=to_depth), info=info)
 
 
 #: rows that also get their σ propagated from disparity to depth (`predictor(to_depth=True)`)
@@ -198,70 +194,44 @@ DISPARITY_SIGMA = ("student", "self")
 TO_DEPTH = " σ→depth"
 
 
-def evaluate(models, args, protocols=None, keep_panels=0):
+def evaluate_models(models, cfg: Config, protocols=None, keep_panels=0):
     """Evaluate `{name: (apply_fn, variables)}` on the test split. `protocols`:
-    `{name: Protocol}` (default: median scaling). Returns `(rows, evaluator, panels)`."""
-    source = SyntheticSource("test", seed=args.seed, height=args.height, width=args.width,
-                             length=args.test_images, keys=("image", "depth"))
-    ev = {}
-    fns = {name: predictor(*m) for name, m in models.items()}
-    fns.update({name + TO_DEPTH: predictor(*models[name], to_depth=True)
-                for name in DISPARITY_SIGMA if name in models})
-    panels = {}
-    for start in range(0, args.test_images, args.eval_batch):
-        batch = source.get_batch(np.arange(start, min(start + args.eval_batch, len(source))))
-        images, gt = jnp.asarray(batch["image"]), jnp.asarray(batch["depth"])
-        for name, fn in fns.items():
-            protocol = (protocols or {}).get(name, MEDIAN)
-            ev.setdefault(protocol.name, Evaluator(protocol))
-            est = fn(images)
-            ev[protocol.name].add(name, "", est, gt)
-            if start == 0 and keep_panels:
-                panels[name] = jax.device_get(est)
-        if start == 0 and keep_panels:
-            panels["image"], panels["gt"] = np.asarray(images), np.asarray(gt)
-    rows = []
-    by_name = {}
-    for e in ev.values():
-        for r in e.rows():
-            by_name[r["model"]] = r
+    `{name: Protocol}` (default: median scaling). Returns `(rows, evaluators, panels)`."""
+    source = SyntheticSource("test", seed=cfg.seed, height=cfg.height, width=cfg.width,
+                             length=cfg.test_images, keys=("image", "depth"))
+    rows = [Row(name, "", predictor(*m), (protocols or {}).get(name, MEDIAN))
+            for name, m in models.items()]
+    rows += [Row(name + TO_DEPTH, "", predictor(*models[name], to_depth=True), MEDIAN)
+             for name in DISPARITY_SIGMA if name in models]
+    ev, panels = {}, {}
+
+    def add(row, est, samples, idx):
+        e = ev.setdefault(row.protocol.name, Evaluator(row.protocol))
+        gt = np.stack([s["depth"] for s in samples])
+        e.add(row.model, "", est, gt)
+        if idx[0] == 0 and keep_panels:
+            panels[row.model] = est
+            panels["image"] = np.stack([s["image"] for s in samples])
+            panels["gt"] = gt
+
+    evaluate(rows, source, batch_size=cfg.eval_batch, add=add, seed=cfg.seed,
+             batch_keys=False)
+    by_name = {r["model"]: r for e in ev.values() for r in e.rows()}
     names = [(n, fn) for n, (fn, _) in models.items()]
     names += [(n + TO_DEPTH, models[n][0]) for n in DISPARITY_SIGMA if n in models]
+    out = []
     for name, apply_fn in names:
         r = by_name[name]
         row = {"model": name, "depth": {k: r["depth"][k] for k in DEPTH_KEYS}}
         if has_sigma(apply_fn):
             row.update({k: dict(r[k]) for k, _ in UNC_KEYS})
-        rows.append(row)
-    return rows, ev, panels
+        out.append(row)
+    return out, ev, panels
 
 
-def format_depth_table(rows, title, improvement=None) -> str:
-    head = f"{'Method':<28}" + "".join(f"{lab:>10}" for lab in DEPTH_LABELS)
-    lines = [title, head, "-" * len(head)]
-    for r in rows:
-        lines.append(f"{r['model']:<28}" + "".join(f"{r['depth'][k]:>10.4f}" for k in DEPTH_KEYS))
-    if improvement is not None:
-        a, b = improvement  # baseline row, improved row; > 0 means b is better
-        diff = [(b["depth"][k] - a["depth"][k]) if k in ("a1", "a2", "a3")
-                else (a["depth"][k] - b["depth"][k]) for k in DEPTH_KEYS]
-        lines.append(f"{'Improvement':<28}" + "".join(f"{d:>10.4f}" for d in diff))
-    return "\n".join(lines)
-
-
-def format_uncertainty_table(rows, title) -> str:
-    head1 = f"{'Method':<28}" + "".join(f"{lab:^20}" for _, lab in UNC_KEYS)
-    head2 = f"{'':<28}" + "".join(f"{'AUSE↓':>10}{'AURG↑':>10}" for _ in UNC_KEYS)
-    lines = [title, head1, head2, "-" * len(head2)]
-    for r in rows:
-        lines.append(f"{r['model']:<28}" + "".join(
-            f"{r[k]['ause']:>10.4f}{r[k]['aurg']:>10.4f}" for k, _ in UNC_KEYS))
-    return "\n".join(lines)
-
-
-def tables(rows, args) -> str:
+def tables(rows, cfg: Config) -> str:
     by = {r["model"]: r for r in rows}
-    mode = getattr(args, "teacher_mode", "M")
+    mode = cfg.teacher_mode
     label = {"teacher": f"Monodepth2 {mode} (teacher)", "student": "+ SUB-Depth (student)",
              "log": "Poggi-Log", "self": "Poggi-Self", "regression": "ℓ_regression (0:1)",
              "1:1": "Ours (1:1 weighted)"}
@@ -277,7 +247,7 @@ def tables(rows, args) -> str:
         out.append(format_uncertainty_table(unc, "Table 3 — uncertainty (AUSE / AURG)"))
     ablation = [named(by["teacher"], "ℓ_photometric (teacher)")]
     ablation += [named(by[k]) for k in ("regression", "1:1") if k in by]
-    ablation.append(named(by["student"], f"Ours ({args.form} weighted)"))
+    ablation.append(named(by["student"], f"Ours ({cfg.form} weighted)"))
     out.append(format_depth_table(ablation, "Table 5 — ablation"))
     rest = [named(r) for r in rows if r["model"] not in ("teacher", "student", "regression", "1:1")
             and not r["model"].endswith(TO_DEPTH)]
@@ -314,18 +284,19 @@ def save_pngs(out, ev, panels, models, n):
 
 def main(argv=None):
     args = parse_args(argv)
+    cfg = config_of(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    configs, models = train_models(args)
+    configs = model_configs(cfg)
+    models = train_models(configs, args.checkpoints, train=not args.no_train)
     t_train = time.perf_counter() - t0
-    rows, ev, panels = evaluate(models, args, keep_panels=args.panels)
-    text = tables(rows, args)
-    header = (f"SUB-Depth on procedural street scenes ({args.height}×{args.width}, "
-              f"{args.test_images} test images, ResNet-{args.num_layers} width "
-              f"{args.model_width}, {selfsup.steps_for(args.teacher_mode, args.steps)} "
-              f"steps per model, lr {args.lr}, batch "
-              f"{args.batch_size})")
+    rows, ev, panels = evaluate_models(models, cfg, keep_panels=cfg.panels)
+    text = tables(rows, cfg)
+    header = (f"SUB-Depth on procedural street scenes ({cfg.height}×{cfg.width}, "
+              f"{cfg.test_images} test images, ResNet-{cfg.num_layers} width "
+              f"{cfg.model_width}, {selfsup.steps_for(cfg.teacher_mode, cfg.steps)} "
+              f"steps per model, lr {cfg.lr}, batch {cfg.batch_size})")
     text = header + "\n\n" + text
     by = {r["model"]: r for r in rows}
     d_t, d_s = by["teacher"]["depth"], by["student"]["depth"]
@@ -340,13 +311,14 @@ def main(argv=None):
                  f"{min(seeds):.4f} – {max(seeds):.4f}")
     print(text)
     (out / "tables.txt").write_text(text + "\n")
-    config = dict(vars(args))
-    config.update(dataset="synthetic", protocol=dataclasses.asdict(MEDIAN),
-                  models={k: c.to_dict() for k, c in configs.items()},
-                  device=jax.devices()[0].device_kind, train_seconds=t_train)
+    config = {**dataclasses.asdict(cfg), "quick": args.quick, "out": args.out,
+              "checkpoints": args.checkpoints, "dataset": "synthetic",
+              "protocol": dataclasses.asdict(MEDIAN),
+              "models": {k: c.to_dict() for k, c in configs.items()},
+              "device": jax.devices()[0].device_kind, "train_seconds": t_train}
     with open(out / "results.json", "w") as f:
         json.dump({"config": config, "rows": rows}, f, indent=2)
-    save_pngs(out, ev, panels, models, args.panels)
+    save_pngs(out, ev, panels, models, cfg.panels)
     print(f"wrote {out / 'results.json'}, tables.txt and PNGs; total "
           f"{time.perf_counter() - t0:.0f} s (training/loading {t_train:.0f} s)")
     return rows

@@ -34,10 +34,15 @@ def test_quick_run_writes_table_json_and_pngs_then_reuses_checkpoints(experiment
     for name in ("sparsification_abs_rel.png", "sparsification_rmse.png",
                  "sparsification_a1.png", "panel_0.png", "table.txt"):
         assert (tmp_path / "out" / name).stat().st_size > 1000
+    # run names derive from the configs (a bootstrap member is a Reg run of another seed);
+    # every run directory also holds the exported model that `jaxdepth predict` loads
     runs = sorted(p.name.split("-")[0] for p in (tmp_path / "ck").iterdir())
-    assert runs == ["boot", "boot", "drop", "log", "reg"]
+    assert runs == ["drop", "log", "reg", "reg", "reg"]
+    assert all((p / "meta.json").is_file() for p in (tmp_path / "ck").iterdir())
 
     # a second run finds every model finished and trains nothing
-    configs, models, _ = experiment.train_models(experiment.parse_args(args + ["--no-train"]))
+    cfg = experiment.config_of(experiment.parse_args(args))
+    configs = experiment.all_configs(cfg)
+    models, _, _ = experiment.train_models(cfg, configs, tmp_path / "ck", train=False)
     assert capsys.readouterr().out.count("reusing") == len(configs) == len(models) == 5
 
