@@ -38,7 +38,7 @@ Conventions (Monodepth2 / Poggi protocol):
   (:func:`project_velodyne_resized`, camera-z depth by default), improved-gt PNGs are
   reduced with :func:`resize_sparse_depth` (the minimum valid depth of the native pixels
   whose centres fall in an output pixel) — in both, the nearest surface wins a pixel.
-- Masks (PROTOCOL.md): ``eigen_benchmark`` gt > 0, no crop; ``eigen`` 1e-3 < gt < 80 and
+- Masks (docs/protocols.md): ``eigen_benchmark`` gt > 0, no crop; ``eigen`` 1e-3 < gt < 80 and
   the Garg crop (rows ``[0.40810811 h, 0.99189189 h)``, cols ``[0.03594771 w, 0.96405229 w)``,
   truncated to int).
 
@@ -262,7 +262,13 @@ def project_velodyne(points: np.ndarray, P_velo2im: np.ndarray, size: tuple[int,
     the projected depth, pixel = ``round(u) - 1`` / ``round(v) - 1`` (half to even), keep
     those inside the image, the nearest point wins a pixel, negative depths become 0.
     ``vel_depth`` stores the velodyne x instead of camera z (Monodepth2's eval export)."""
-    h, w = size
+    uv, d = _project_points(points, P_velo2im, vel_depth)
+    return _nearest_map(np.round(uv[:, 0]) - 1, np.round(uv[:, 1]) - 1, d, size)
+
+
+def _project_points(points, P_velo2im, vel_depth: bool):
+    """Image coordinates `[N, 2]` and depths `[N]` of the velodyne points with x >= 0 that
+    project to finite coordinates (camera z, or the velodyne x with `vel_depth`)."""
     pts = np.asarray(points, np.float64)
     pts = pts[pts[:, 0] >= 0]
     hom = np.concatenate([pts[:, :3], np.ones((len(pts), 1))], axis=1)
@@ -271,7 +277,13 @@ def project_velodyne(points: np.ndarray, P_velo2im: np.ndarray, size: tuple[int,
         uv = im[:, :2] / im[:, 2:3]
     d = pts[:, 0] if vel_depth else im[:, 2]
     ok = np.all(np.isfinite(uv), axis=1)
-    u, v, d = np.round(uv[ok, 0]) - 1, np.round(uv[ok, 1]) - 1, d[ok]
+    return uv[ok], d[ok]
+
+
+def _nearest_map(u, v, d, size) -> np.ndarray:
+    """The float32 map `[h, w]` where each pixel (v, u) inside keeps its nearest depth
+    (0: no point; negative depths become 0)."""
+    h, w = size
     inside = (u >= 0) & (v >= 0) & (u < w) & (v < h)
     depth = np.full((h, w), np.inf)
     np.minimum.at(depth, (v[inside].astype(np.int64), u[inside].astype(np.int64)), d[inside])
@@ -305,23 +317,9 @@ def project_velodyne_resized(points: np.ndarray, P_velo2im: np.ndarray,
     h, w = (int(x) for x in native_size)
     if (H, W) == (h, w):
         return project_velodyne(points, P_velo2im, (h, w), vel_depth)
-    pts = np.asarray(points, np.float64)
-    pts = pts[pts[:, 0] >= 0]
-    hom = np.concatenate([pts[:, :3], np.ones((len(pts), 1))], axis=1)
-    im = hom @ np.asarray(P_velo2im, np.float64).T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        uv = im[:, :2] / im[:, 2:3]
-    d = pts[:, 0] if vel_depth else im[:, 2]
-    ok = np.all(np.isfinite(uv), axis=1)
-    u = np.floor((uv[ok, 0] - 0.5) * (W / w))
-    v = np.floor((uv[ok, 1] - 0.5) * (H / h))
-    d = d[ok]
-    inside = (u >= 0) & (v >= 0) & (u < W) & (v < H)
-    depth = np.full((H, W), np.inf)
-    np.minimum.at(depth, (v[inside].astype(np.int64), u[inside].astype(np.int64)), d[inside])
-    depth[np.isinf(depth)] = 0.0
-    depth[depth < 0] = 0.0
-    return depth.astype(np.float32)
+    uv, d = _project_points(points, P_velo2im, vel_depth)
+    return _nearest_map(np.floor((uv[:, 0] - 0.5) * (W / w)), np.floor((uv[:, 1] - 0.5) * (H / h)),
+                        d, (H, W))
 
 
 def resize_sparse_depth(depth: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -567,7 +565,7 @@ class KittiTest(_KittiBase):
     ``__getitem__(i)`` -> dict:
       - ``image`` [H, W, 3] float32 in [0, 1] at the network resolution
       - ``depth`` [h, w, 1] float32 metres at native size (0 = invalid)
-      - ``mask`` [h, w, 1] bool (PROTOCOL.md rule of the split)
+      - ``mask`` [h, w, 1] bool (docs/protocols.md rule of the split)
       - ``K`` [3,3] pixels at H×W, ``K_norm`` [3,3]
       - ``meta``: ``folder``, ``frame``, ``side``, ``index``, ``native_size`` int32 [2] (h, w)
     With ``pad_to=(ph, pw)``, ``depth``/``mask`` are zero-padded bottom/right to that size.
