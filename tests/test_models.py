@@ -7,7 +7,7 @@ from jaxdepth.models import DepthNet, disp_to_depth, encoder_channels
 from jaxdepth.models.depth_decoder import ReflectConv3x3, channel_dropout
 
 H, W = 64, 96
-TAP_TABLE = {  # PROTOCOL.md: tap -> (channels at width 1, resolution divisor)
+TAP_TABLE = {  # docs/design.md §1: tap -> (channels at width 1, resolution divisor)
     "dec0": (256, 32), "dec1": (256, 16), "dec2": (128, 16), "dec3": (128, 8), "dec4": (64, 8),
     "dec5": (64, 4), "dec6": (32, 4), "dec7": (32, 2), "dec8": (16, 2), "dec9": (16, 1),
     "dec10": (1, 1)}

@@ -8,7 +8,7 @@ On disk (the ``nyudepthv2`` folder of FastDepth's ``nyudepthv2.tar.gz``)::
 each with datasets ``rgb`` uint8 ``[3, 480, 640]`` and ``depth`` float32 ``[480, 640]``
 (metres). ``root`` may also be the folder that contains ``nyudepthv2/``.
 
-Evaluation transform (PROTOCOL.md): image and depth resized ×0.5 with PIL NEAREST to
+Evaluation transform (docs/protocols.md): image and depth resized ×0.5 with PIL NEAREST to
 240×320 (PIL's nearest keeps source pixel 2i+1, as FastDepth's ``scipy.misc.imresize``
 did), centre crop 224×288 (rows 8:232, cols 16:304); mask 1e-3 < gt < 10.
 
@@ -107,7 +107,7 @@ def _finish(rgb_u8_or_f: np.ndarray, depth: np.ndarray) -> dict:
 
 
 def eval_transform(rgb: np.ndarray, depth: np.ndarray) -> dict:
-    """PROTOCOL.md evaluation transform of native arrays (rgb uint8 [480,640,3], depth
+    """docs/protocols.md evaluation transform of native arrays (rgb uint8 [480,640,3], depth
     [480,640]) -> ``image`` [224,288,3] float32 [0,1], ``depth`` [224,288,1] float32 m,
     ``mask`` [224,288,1] bool."""
     (h, w), (th, tw) = EVAL_SIZE, CROP_SIZE
@@ -118,7 +118,7 @@ def eval_transform(rgb: np.ndarray, depth: np.ndarray) -> dict:
 
 
 def train_transform(sample: dict, rng: np.random.Generator) -> dict:
-    """Training augmentation (PROTOCOL.md NYU bullets) of a raw sample (``NyuV2(mode="raw")``:
+    """Training augmentation (docs/training.md §2, NYU recipe) of a raw sample (``NyuV2(mode="raw")``:
     ``image`` uint8 [480,640,3], ``depth`` [480,640,1]) -> the evaluation layout
     (``image`` [224,288,3], ``depth`` / ``mask`` [224,288,1]); other keys pass through.
     Random draws, in order: scale, angle, flip, jitter factors."""

@@ -1,5 +1,5 @@
 """Distillation losses: Poggi et al.'s self-teaching (Self) and SUB-Depth (Zhou et al.,
-BMVC 2021), written from the formulas of TRAINING.md §2–3 and the SUB-Depth paper.
+BMVC 2021), written from the formulas of docs/training.md §4–5 and the SUB-Depth paper.
 
 Disparities here are the network's sigmoid outputs in (0, 1) (Monodepth2's `disp`,
 i.e. `sigmoid(raw)`), the space both reference methods distil in.

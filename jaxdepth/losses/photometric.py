@@ -1,5 +1,5 @@
 """Self-supervised photometric losses (Monodepth2's recipe, written from the formulas of
-TRAINING.md §3): SSIM, the SSIM + L1 photometric error, per-pixel minimum reprojection
+docs/training.md §3): SSIM, the SSIM + L1 photometric error, per-pixel minimum reprojection
 with the identity auto-mask, and edge-aware smoothness.
 
 All images are `[B,H,W,C]` float arrays (SSIM and the photometric error also take extra

@@ -1,4 +1,4 @@
-"""Flax Linen depth models with the jaxdepth apply contract (see DESIGN.md)."""
+"""Flax Linen depth models with the jaxdepth apply contract (see docs/design.md)."""
 from jaxdepth.models.depth_decoder import DECODER_CHANNELS, TAPS, DepthDecoder
 from jaxdepth.models.depthnet import DepthNet, disp_to_depth
 from jaxdepth.models.pose import PoseDecoder, PoseNet

@@ -1,7 +1,7 @@
 """Monodepth2's depth decoder with named taps, additive offsets and channel dropout.
 
 Blocks, in the order of the reference `nn.ModuleList` (`decoder.<idx>`), with their
-tap names (PROTOCOL.md; the tap is the conv output *before* the ELU):
+tap names (docs/design.md §1; the tap is the conv output *before* the ELU):
 
 | tap   | Flax module   | reference key         | block            | resolution |
 |-------|---------------|-----------------------|------------------|------------|

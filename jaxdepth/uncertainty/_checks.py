@@ -30,7 +30,7 @@ def check_outputs(outputs, *keys):
     missing = [k for k in keys if k not in outputs]
     if missing:
         raise ValueError(f"apply_fn outputs lack {missing}; got keys {sorted(outputs)} "
-                         "(see jaxdepth DESIGN: depth/disp [B,H,W,1], features, log_sigma)")
+                         "(see docs/design.md: depth/disp [B,H,W,1], features, log_sigma)")
 
 
 def default_rng(rng):
