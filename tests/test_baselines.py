@@ -24,6 +24,7 @@ def minmax(u):
     return (u - lo) / (u.max(axis=(1, 2, 3), keepdims=True) - lo)
 
 
+@pytest.mark.slow
 def test_post_matches_two_passes_and_monodepth_blend(net):
     apply_fn, variables, images = net
     p = np.asarray(apply_fn(variables, images)["disp"])
@@ -39,6 +40,7 @@ def test_post_matches_two_passes_and_monodepth_blend(net):
     np.testing.assert_allclose(1.0 / est.depth[:, :, W // 2], 0.5 * (p + pf)[:, :, W // 2], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_var_matches_five_separate_passes(net):
     apply_fn, variables, images = net
     rng = jax.random.PRNGKey(3)
@@ -65,6 +67,7 @@ def _dropout_loop(apply_fn, variables, images, rng, n, **kw):
     return np.stack([np.asarray(fwd(variables, images, k)) for k in jax.random.split(rng, n)])
 
 
+@pytest.mark.slow
 def test_in_drop_and_mc_drop_match_explicit_sampling(net):
     apply_fn, variables, images = net
     rng = jax.random.PRNGKey(4)
@@ -81,6 +84,7 @@ def test_in_drop_and_mc_drop_match_explicit_sampling(net):
         U.in_drop(apply_fn, variables, images, n=1)
 
 
+@pytest.mark.slow
 def test_in_drop_runs_the_encoder_once(net):
     """XLA's FLOP count: encoder once + (n+1) decoders, far below n+1 full forwards."""
     model = DepthNet(width=0.125)
@@ -95,6 +99,7 @@ def test_in_drop_runs_the_encoder_once(net):
     assert in_drop < 0.8 * 9 * forward
 
 
+@pytest.mark.slow
 def test_ensemble_and_predictive(net):
     apply_fn, variables, images = net
     model = DepthNet(width=0.125, log_sigma=True)

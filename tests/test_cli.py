@@ -52,6 +52,7 @@ def _run(capsys, *argv):
     return rc, out, err
 
 
+@pytest.mark.slow
 def test_predict_grad_writes_maps_at_each_image_size(ckpts, images, tmp_path, capsys):
     d, sizes = images
     rc, out, err = _run(capsys, "predict", "--checkpoint", ckpts["plain"], "--out", tmp_path, d)
@@ -94,6 +95,7 @@ def test_predict_methods(ckpts, images, tmp_path, capsys, ckpt, method, extra):
         assert "member 1" in err
 
 
+@pytest.mark.slow
 def test_globs_progress_bar_and_repeated_stems(ckpts, tmp_path, capsys):
     rng = np.random.default_rng(1)
     for sub in ("x", "y"):
@@ -138,6 +140,7 @@ def test_predict_errors(ckpts, images, tmp_path, capsys):
     assert "invalid choice: 'magic'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_entry_point_help_runs_without_jax_work():
     r = subprocess.run([sys.executable, "-m", "jaxdepth.cli", "predict", "--help"],
                        capture_output=True, text=True, timeout=120)
@@ -156,6 +159,7 @@ def test_convert_without_torch_says_how_to_install(tmp_path, capsys, monkeypatch
     assert rc == 2 and "jaxdepth[torch]" in err
 
 
+@pytest.mark.slow
 def test_convert_cli_then_predict(tmp_path, capsys):
     pytest.importorskip("torch", reason="converting .pth files needs torch: pip install "
                         "torch==2.13.0 (CPU build) or pip install -e '.[dev]'")

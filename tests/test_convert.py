@@ -259,6 +259,7 @@ def plain(tmp_path_factory):
     return enc, dec, load_checkpoint(out)
 
 
+@pytest.mark.slow
 def test_plain_disparity_matches_pytorch(plain):
     enc, dec, (model, variables, meta) = plain
     assert meta["variant"] == "plain" and meta["metric"] is False
@@ -279,6 +280,7 @@ def test_plain_disparity_matches_pytorch(plain):
         assert np.abs(a - r).max() <= 1e-4 * max(1.0, np.abs(r).max()), i
 
 
+@pytest.mark.slow
 def test_plain_gradient_uncertainty_matches_pytorch(plain):
     enc, dec, (model, variables, _) = plain
     images = _images(2)
@@ -290,6 +292,7 @@ def test_plain_gradient_uncertainty_matches_pytorch(plain):
     assert diff <= 1e-4, diff
 
 
+@pytest.mark.slow
 def test_uncertconv_log_sigma_and_gradient_match_pytorch(tmp_path):
     _torch()
     enc, dec = write_released(tmp_path / "log", "uncert", seed=3)
@@ -319,6 +322,7 @@ def test_uncertconv_log_sigma_and_gradient_match_pytorch(tmp_path):
     assert diff <= 1e-4, diff
 
 
+@pytest.mark.slow
 def test_metric_decoder_forward_and_nyu_inference(tmp_path):
     _torch()
     folder = tmp_path / "nyu_supervised"
@@ -471,6 +475,7 @@ def test_load_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "empty")
 
 
+@pytest.mark.slow
 def test_load_checkpoint_reads_trainer_directories(tmp_path):
     """A run directory without an export (unfinished, or written by an earlier jaxdepth,
     whose supervised states held the depth network at the top level) is read from its

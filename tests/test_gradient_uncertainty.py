@@ -60,6 +60,7 @@ def symmetric_variables():
     return {"w1": jax.random.normal(k1, (3, 4)), "k": jax.random.normal(k2, (3, 3, 4, 1))}
 
 
+@pytest.mark.slow
 def test_gradient_matches_finite_differences(net):
     apply_fn, variables, images = net
     with jax.enable_x64(True):
@@ -148,6 +149,7 @@ def test_flip_equivariant_model_has_zero_flip_uncertainty():
     assert float(flip.uncertainty.max()) < 1e-4 * float(gray.uncertainty.max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reference", ["flip", "rot", "gt"])
 def test_batch_of_eight_equals_eight_batches_of_one(net, reference):
     apply_fn, variables, _ = net
@@ -162,6 +164,7 @@ def test_batch_of_eight_equals_eight_batches_of_one(net, reference):
         np.testing.assert_allclose(batched.depth[i], single.depth[0], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_each_option_changes_what_it_should():
     apply_fn, variables = toy_model, toy_variables()
     images = jax.random.uniform(jax.random.PRNGKey(1), (3, H, W, 3))
@@ -227,6 +230,7 @@ def test_each_option_changes_what_it_should():
     assert not np.allclose(n1.uncertainty, n2.uncertainty)
 
 
+@pytest.mark.slow
 def test_gt_reference_masks_invalid_ground_truth(net):
     apply_fn, variables, images = net
     depth = apply_fn(variables, images)["depth"]
@@ -255,6 +259,7 @@ def test_rotation_reference_marks_pixels_without_prediction():
     np.testing.assert_array_equal(np.asarray(rotate(x, 0.0)[0]), np.asarray(x))
 
 
+@pytest.mark.slow
 def test_sharded_batch_gives_the_same_maps(net):
     apply_fn, variables, _ = net
     devices = jax.devices()

@@ -13,6 +13,7 @@ def experiment():
     return load_experiment("kitti_grad_unc")
 
 
+@pytest.mark.slow
 def test_quick_run_writes_table_json_and_pngs_then_reuses_checkpoints(experiment, tmp_path, capsys):
     args = ["--quick", "--out", str(tmp_path / "out"), "--checkpoints", str(tmp_path / "ck")]
     rows = experiment.main(args)

@@ -223,6 +223,7 @@ def experiment():
     return load_experiment("kitti_grad_unc", "kitti_grad_unc_protocol")
 
 
+@pytest.mark.slow
 def test_mono_benchmark_every_row_matches_independent_computation(tree, experiment, tmp_path,
                                                                     capsys):
     out = tmp_path / "out"
@@ -264,6 +265,7 @@ def test_mono_benchmark_every_row_matches_independent_computation(tree, experime
     assert len({round(r["abs_rel"]["ause"], 6) for r in result["rows"]}) > 10
 
 
+@pytest.mark.slow
 def test_reference_mode_mono_stores_uint16_maps_and_matches_the_reference_evaluation(
         tree, tmp_path):
     out = tmp_path / "ref"

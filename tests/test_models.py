@@ -21,6 +21,7 @@ def tiny():
     return model, variables, images
 
 
+@pytest.mark.slow
 def test_outputs_and_taps_follow_protocol_table(tiny):
     model, variables, images = tiny
     out = model.apply(variables, images)
@@ -100,6 +101,7 @@ def test_channel_dropout_zeroes_whole_channels():
     assert 0.6 < (y > 0).mean() < 0.9
 
 
+@pytest.mark.slow
 def test_metric_mode_outputs_head_as_depth():
     model = DepthNet(width=0.125, metric=True)
     variables = model.init_variables(jax.random.PRNGKey(0), 32, 32)

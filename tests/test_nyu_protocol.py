@@ -48,6 +48,7 @@ def _eval_inputs(root: Path):
     return jnp.asarray(np.stack(images)), depths
 
 
+@pytest.mark.slow
 def test_trains_base_models_then_every_row_matches_independent_computation(
         experiment, tmp_path, capsys):
     root = tmp_path / "nyudepthv2"

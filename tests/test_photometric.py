@@ -122,6 +122,7 @@ def scenes():
     return b
 
 
+@pytest.mark.slow
 def test_true_depth_and_pose_reconstruct_frame_0(scenes):
     b = scenes
     near = (b["depth"] > 0) & (b["depth"] < 10)
@@ -141,6 +142,7 @@ def test_true_depth_and_pose_reconstruct_frame_0(scenes):
         assert errs["identity"] > 4 * errs["true"] and errs["wrong"] > 4 * errs["true"]
 
 
+@pytest.mark.slow
 def test_loss_path_with_flips_uses_mirrored_intrinsics_and_stereo(scenes):
     """`prepare_inputs` + `photometric_terms` with the true depth: the known stereo
     transform and K are adjusted for flipped samples, so flipped and unflipped samples

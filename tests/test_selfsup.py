@@ -55,6 +55,7 @@ def teacher(batch):
     return state, losses, metrics
 
 
+@pytest.mark.slow
 def test_m_steps_lower_the_loss(teacher):
     state, losses, metrics = teacher
     assert all(math.isfinite(v) for v in losses)
@@ -63,6 +64,7 @@ def test_m_steps_lower_the_loss(teacher):
     assert set(state["params"]) == {"depth", "pose"} and int(state["step"]) == 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["S", "MS"])
 def test_stereo_modes_lower_the_loss(batch, mode):
     cfg = dataclasses.replace(BASE, mode=mode)
@@ -73,6 +75,7 @@ def test_stereo_modes_lower_the_loss(batch, mode):
     assert ("pose" in state["params"]) == (mode == "MS")
 
 
+@pytest.mark.slow
 def test_log_variant_is_finite_and_trains(batch):
     cfg = dataclasses.replace(BASE, variant="log")
     state, losses, metrics = _run(selfsup.make_step(cfg), selfsup.init_state(cfg), batch,
@@ -82,6 +85,7 @@ def test_log_variant_is_finite_and_trains(batch):
     assert np.isfinite(np.asarray(out["log_sigma"])).all()
 
 
+@pytest.mark.slow
 def test_drop_variant_trains_a_thinned_decoder(batch, teacher):
     """Drop: the plain loss of a decoder with channel dropout: its training outputs
     depend on the dropout key (the plain model's do not), it trains, and plain configs
@@ -100,6 +104,7 @@ def test_drop_variant_trains_a_thinned_decoder(batch, teacher):
     assert cfg.to_dict()["dropout"] == 0.2 and "dropout" not in BASE.to_dict()
 
 
+@pytest.mark.slow
 def test_fine_tuned_variants_start_from_the_plain_run(teacher, tmp_path):
     """`fine_tune_config`: the variant starts from the plain run's weights (new σ heads
     random, fresh optimiser) at a tenth of its learning rate, and its saved config names
@@ -137,6 +142,7 @@ def test_fine_tuned_variants_start_from_the_plain_run(teacher, tmp_path):
         selfsup.init_state(cfg, start_state=bad)
 
 
+@pytest.mark.slow
 def test_self_and_sub_depth_steps_lower_their_losses(batch, teacher):
     teacher_vars = selfsup.variables_of(teacher[0])
     for cfg, n in ((distill.DistillConfig(method="self", teacher=BASE), 4),
@@ -219,10 +225,18 @@ def test_configs_and_scale():
 DEPTH = {"abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3"}
 
 
-def test_sub_depth_quick_run_writes_results(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def shared_checkpoints(tmp_path_factory):
+    """One checkpoint root for both experiments: runs are found by their configs, so
+    `kitti_grad_unc.py --selfsup M` reuses sub_depth.py's teacher, Log and Self."""
+    return tmp_path_factory.mktemp("shared_ck")
+
+
+@pytest.mark.slow
+def test_sub_depth_quick_run_writes_results(tmp_path, capsys, shared_checkpoints):
     """experiments/sub_depth.py end to end (M teacher: the configs of the steps above)."""
     args = ["--quick", "--teacher-mode", "M", "--steps", "3", "--test-images", "8",
-            "--out", str(tmp_path / "out"), "--checkpoints", str(tmp_path / "ck")]
+            "--out", str(tmp_path / "out"), "--checkpoints", str(shared_checkpoints)]
     rows = load_experiment("sub_depth").main(args)
     printed = capsys.readouterr().out
     assert "Table 2" in printed and "Table 3" in printed and "Table 5" in printed
@@ -248,11 +262,12 @@ def test_sub_depth_quick_run_writes_results(tmp_path, capsys):
         assert (tmp_path / "out" / name).stat().st_size > 1000
     # the student's teacher is the M run, found again by its config; Log and Self are the
     # runs `kitti_grad_unc.py --selfsup M` uses too
-    runs = sorted(p.name.split("-")[0] for p in (tmp_path / "ck").iterdir())
+    runs = sorted(p.name.split("-")[0] for p in shared_checkpoints.iterdir())
     assert runs == ["selfsup_m", "selfsup_m_log", "selfsup_m_self", "sub_depth_pixel"]
 
 
-def test_kitti_grad_unc_selfsup_rows_use_their_mode_protocol(tmp_path):
+@pytest.mark.slow
+def test_kitti_grad_unc_selfsup_rows_use_their_mode_protocol(shared_checkpoints, capsys):
     """`--selfsup M` trains the monocular plain, Log, Self and Drop models and adds their
     rows, evaluated with per-image median scaling (S / MS rows get the known-baseline
     ×5.4). The supervised rows and the shared uncertainty methods are covered by
@@ -262,8 +277,12 @@ def test_kitti_grad_unc_selfsup_rows_use_their_mode_protocol(tmp_path):
                                               "--selfsup", "M"]))
     configs = module.selfsup_configs(cfg, "M")
     assert list(configs) == ["M", "M Log", "M Self", "M Drop"]
-    models, _, collapsed = module.train_models(cfg, configs, tmp_path / "ck")
+    models, _, collapsed = module.train_models(cfg, configs, shared_checkpoints)
     assert list(models) == list(configs)
+    if (shared_checkpoints / "sub_depth_pixel").parent.exists() and any(
+            p.name.startswith("sub_depth_pixel") for p in shared_checkpoints.iterdir()):
+        # sub_depth.py ran first (same worker): its teacher, Log and Self were reused
+        assert capsys.readouterr().out.count("reusing") >= 3
     rows = module.selfsup_table_rows(cfg, configs, models, "M")
     assert [(r.model, r.method) for r in rows] == [
         ("M", "Post"), ("M", "Var"), ("M", "In-Drop"), ("M", "Grad"), ("M Log", "Log"),

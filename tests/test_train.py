@@ -41,6 +41,7 @@ def _run_worker(workdir, steps, slow=False, kill_after_step=None):
     assert proc.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_parameters(tmp_path):
     steps = 8
     _run_worker(tmp_path / "straight", steps)
@@ -74,6 +75,7 @@ def log_run():
     return cfg, supervised.make_step(cfg)
 
 
+@pytest.mark.slow
 def test_supervised_training_reduces_the_loss(log_run):
     cfg, step = log_run
     rng = np.random.default_rng(0)
@@ -91,6 +93,7 @@ def test_supervised_training_reduces_the_loss(log_run):
     assert not np.allclose(state["batch_stats"]["depth"]["encoder"]["bn1"]["mean"], before)
 
 
+@pytest.mark.slow
 def test_log_variant_stays_finite_with_extreme_log_sigma(log_run):
     cfg, step = log_run
     state = supervised.init_state(cfg)

@@ -52,50 +52,53 @@ def image(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ms_run(kitti, tmp_path_factory):
-    """`jaxdepth train --recipe selfsup-ms` on the KITTI tree (the teacher of later tests)."""
+def s_run(kitti, tmp_path_factory):
+    """`jaxdepth train --recipe selfsup-s` on the KITTI tree (the teacher of later tests;
+    the data of every mode is checked in test_training_data.py)."""
     root, split = kitti
-    out = tmp_path_factory.mktemp("runs") / "ms"
-    rc = main(["train", "--recipe", "selfsup-ms", "--data", "kitti", "--data-root", str(root),
+    out = tmp_path_factory.mktemp("runs") / "s"
+    rc = main(["train", "--recipe", "selfsup-s", "--data", "kitti", "--data-root", str(root),
                "--split", str(split), *SMALL, "--steps", "3", "--out", str(out)])
     assert rc == 0
     return out
 
 
-def test_train_on_kitti_resumes_refuses_another_config_and_predicts(ms_run, kitti, image,
+@pytest.mark.slow
+def test_train_on_kitti_resumes_refuses_another_config_and_predicts(s_run, kitti, image,
                                                                       tmp_path, capsys):
     root, split = kitti
-    meta = json.loads((ms_run / "meta.json").read_text())
-    assert meta["source"]["recipe"] == "selfsup-ms" and meta["scaling"] == "stereo"
+    meta = json.loads((s_run / "meta.json").read_text())
+    assert meta["source"]["recipe"] == "selfsup-s" and meta["scaling"] == "stereo"
     assert meta["source"]["config"]["data"] == "kitti" and meta["height"] == H
-    args = ["train", "--recipe", "selfsup-ms", "--data", "kitti", "--data-root", root,
-            "--split", split, *SMALL, "--out", ms_run]
+    args = ["train", "--recipe", "selfsup-s", "--data", "kitti", "--data-root", root,
+            "--split", split, *SMALL, "--out", s_run]
     rc, out, err = _run(capsys, *args, "--steps", "3")
     assert rc == 0 and "reusing" in out, err
     rc, out, err = _run(capsys, *args, "--steps", "4")
     assert rc == 2 and "another config (steps: saved 3 vs now 4)" in err
     assert err.count("\n") == 1 and "Traceback" not in err
-    rc, out, err = _run(capsys, "predict", "--checkpoint", ms_run, "--out", tmp_path, image)
+    rc, out, err = _run(capsys, "predict", "--checkpoint", s_run, "--out", tmp_path, image)
     assert rc == 0, err
     depth = np.load(tmp_path / "street_depth.npy")
     assert depth.shape == (40, 70) and np.isfinite(depth).all()
     assert (tmp_path / "street_panel.png").stat().st_size > 1000
     # the same run directory read without its export: rebuilt from the saved config
     for name in ("meta.json",):
-        (ms_run / name).rename(tmp_path / name)
+        (s_run / name).rename(tmp_path / name)
     try:
-        model, variables, meta2 = load_checkpoint(ms_run)
+        model, variables, meta2 = load_checkpoint(s_run)
         assert meta2["scaling"] == "stereo" and meta2["source"]["step"] == 3
-        model_e, variables_e, _ = load_checkpoint(ms_run, step=3)
+        model_e, variables_e, _ = load_checkpoint(s_run, step=3)
         jax.tree.map(np.testing.assert_array_equal, variables, variables_e)
     finally:
-        (tmp_path / "meta.json").rename(ms_run / "meta.json")
+        (tmp_path / "meta.json").rename(s_run / "meta.json")
 
 
-def test_distillation_and_fine_tuning_from_a_teacher_run(ms_run, kitti, image, tmp_path,
+@pytest.mark.slow
+def test_distillation_and_fine_tuning_from_a_teacher_run(s_run, kitti, image, tmp_path,
                                                           capsys):
     root, split = kitti
-    common = ["--data", "kitti", "--data-root", root, "--split", split, "--teacher", ms_run,
+    common = ["--data", "kitti", "--data-root", root, "--split", split, "--teacher", s_run,
               "--steps", "2", "--batch-size", "8"]
     rc, out, err = _run(capsys, "train", "--recipe", "sub-depth", *common,
                         "--out", tmp_path / "sd")
@@ -103,21 +106,22 @@ def test_distillation_and_fine_tuning_from_a_teacher_run(ms_run, kitti, image, t
     assert "train sub-depth: 2 steps in" in out and "images/s" in out
     cfg = recipes.config_from_dict(json.loads((tmp_path / "sd" / "meta.json").read_text())
                                    ["source"]["config"])
-    assert isinstance(cfg, distill.DistillConfig) and cfg.teacher.mode == "MS"
+    assert isinstance(cfg, distill.DistillConfig) and cfg.teacher.mode == "S"
     rc, out, err = _run(capsys, "predict", "--checkpoint", tmp_path / "sd", "--method", "log",
                         "--out", tmp_path / "p", "--no-panel", image)
     assert rc == 0, err
-    rc, out, err = _run(capsys, "train", "--recipe", "selfsup-ms-log", *common,
+    rc, out, err = _run(capsys, "train", "--recipe", "selfsup-s-log", *common,
                         "--out", tmp_path / "log")
     assert rc == 0, err
     tuned = recipes.config_from_dict(json.loads((tmp_path / "log" / "meta.json").read_text())
                                      ["source"]["config"])
-    assert tuned.start_from.mode == "MS" and tuned.run.lr == pytest.approx(1e-5)
+    assert tuned.start_from.mode == "S" and tuned.run.lr == pytest.approx(1e-5)
     rc, _, err = _run(capsys, "train", "--recipe", "self", "--data", "kitti", "--data-root",
                       root, "--out", tmp_path / "x")
     assert rc == 2 and "--teacher" in err
 
 
+@pytest.mark.slow
 def test_supervised_training_on_kitti_and_nyu_fixture_trees(kitti, image, tmp_path, capsys):
     root, split = kitti
     rc, out, err = _run(capsys, "train", "--recipe", "log", "--data", "kitti", "--data-root",
@@ -126,14 +130,14 @@ def test_supervised_training_on_kitti_and_nyu_fixture_trees(kitti, image, tmp_pa
     assert "velodyne depth" in out
     nyu = tmp_path / "nyu"
     kf.write_nyu_tree(nyu, n_val=0, train=(("bathroom_0001", 4), ("kitchen_0002", 4)))
-    rc, out, err = _run(capsys, "train", "--recipe", "drop", "--data", "nyu", "--data-root",
+    rc, out, err = _run(capsys, "train", "--recipe", "log", "--data", "nyu", "--data-root",
                         nyu, "--model-width", "0.125", "--steps", "1", "--batch-size", "8",
                         "--out", tmp_path / "n")
     assert rc == 0, err
     meta = json.loads((tmp_path / "n" / "meta.json").read_text())
-    assert meta["model"]["metric"] and meta["dropout_trained"] and meta["height"] == 224
-    rc, out, err = _run(capsys, "predict", "--checkpoint", tmp_path / "n", "--method", "drop",
-                        "--samples", "2", "--out", tmp_path / "p", "--no-panel", image)
+    assert meta["model"]["metric"] and meta["sigma_space"] == "depth" and meta["height"] == 224
+    rc, out, err = _run(capsys, "predict", "--checkpoint", tmp_path / "n", "--method", "log",
+                        "--out", tmp_path / "p", "--no-panel", image)
     assert rc == 0, err
     rc, _, err = _run(capsys, "train", "--recipe", "selfsup-m", "--data", "nyu",
                       "--data-root", nyu, "--out", tmp_path / "bad")
@@ -147,9 +151,11 @@ def _one_batch(td, n=8):
     return next(iter(Loader(td.source, n, seed=0, transform=td.transform)))
 
 
-@pytest.mark.parametrize("recipe,data,needs", [("supervised", "kitti", "depth"),
-                                               ("selfsup-m", "kitti", "M"),
+# the recipes and sizes of the command-line runs above: their compiled steps are reused
+@pytest.mark.parametrize("recipe,data,needs", [("log", "kitti", "depth"),
+                                               ("selfsup-s", "kitti", "S"),
                                                ("log", "nyu", "depth")])
+@pytest.mark.slow
 def test_a_few_steps_lower_the_loss_on_fixture_data(kitti, tmp_path, recipe, data, needs):
     root, split = kitti
     if data == "nyu":
@@ -176,7 +182,9 @@ def _teacher():
                                  run=RunConfig(height=H, image_width=W, steps=1))
 
 
-@pytest.mark.parametrize("name", list(recipes.RECIPES))
+@pytest.mark.parametrize("name", [n if n in ("supervised", "selfsup-ms-log", "sub-depth")
+                                  else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in recipes.RECIPES])
 def test_every_recipe_exports_a_checkpoint_that_predicts(name, image, tmp_path, capsys):
     """The export of each recipe's model (at initialisation) loads and predicts with the
     methods the model offers; a method it does not offer is refused with the list."""

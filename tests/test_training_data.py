@@ -248,6 +248,7 @@ def test_nyu_loader_with_transform(tmp_path):
                              length=2)) == 2
 
 
+@pytest.mark.slow
 def test_synthetic_keys_for_each_need():
     from jaxdepth.train.selfsup import data_keys
 
