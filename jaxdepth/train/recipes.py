@@ -88,11 +88,11 @@ for _m in selfsup.MODES:
 for _m in selfsup.MODES:
     _k = _m.lower()
     RECIPES[f"selfsup-{_k}-log"] = Recipe(
-        f"selfsup-{_k} with a log σ head, Laplace photometric likelihood (Poggi's Log); "
-        f"--teacher: fine-tune that selfsup-{_k} run", _selfsup(_m, "log"), "optional")
+        f"selfsup-{_k} + log σ, Laplace photometric NLL (Poggi's Log); --teacher fine-tunes",
+        _selfsup(_m, "log"), "optional")
     RECIPES[f"selfsup-{_k}-drop"] = Recipe(
-        f"selfsup-{_k} with decoder dropout p=0.2 (Poggi's Drop); --teacher: fine-tune that "
-        f"selfsup-{_k} run", _selfsup(_m, "drop"), "optional")
+        f"selfsup-{_k} + decoder dropout p=0.2 (Poggi's Drop); --teacher fine-tunes",
+        _selfsup(_m, "drop"), "optional")
 RECIPES["self"] = Recipe("Poggi's self-teaching: log σ student of a frozen selfsup teacher "
                          "(--teacher)", _distill("self"), "required")
 RECIPES["sub-depth"] = Recipe("SUB-Depth self-distillation from a frozen selfsup teacher "
