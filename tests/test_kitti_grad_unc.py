@@ -7,6 +7,9 @@ import pytest
 
 from experiment_scripts import load_experiment
 
+# tiny models: compiling dominates, so compile with XLA's optimisations off
+pytestmark = pytest.mark.usefixtures("cheap_compilation")
+
 
 @pytest.fixture(scope="module")
 def experiment():

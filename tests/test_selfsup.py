@@ -24,6 +24,9 @@ from jaxdepth.train.config import RunConfig
 from jaxdepth.train.runs import RunNotFinished
 from jaxdepth.train.loop import data_mesh, replicate
 
+# tiny models: compiling dominates, so compile with XLA's optimisations off
+pytestmark = pytest.mark.usefixtures("cheap_compilation")
+
 BASE = selfsup.SelfSupConfig(mode="M", width=0.125, run=RunConfig(
     height=32, image_width=96, batch_size=8, steps=6))
 
