@@ -125,7 +125,7 @@ def run(args) -> int:
         if getattr(cfg, "start_from", None) is not None and start is None:
             raise CLIError(f"--teacher {args.teacher} keeps no training state to fine-tune "
                            "from (its orbax steps are gone)")
-        needs = _needs(cfg)
+        needs = recipes.needs_of(cfg)
         data = training_data(args.data, needs=needs, height=height, width=width,
                              root=args.data_root, split=args.split,
                              length=args.limit if args.data != "synthetic" else run.train_size,
@@ -144,11 +144,3 @@ def run(args) -> int:
     print(f"exported {args.out}: jaxdepth predict --checkpoint {args.out} IMAGE ...")
     return 0
 
-
-def _needs(cfg):
-    from jaxdepth.train import distill, selfsup
-    if isinstance(cfg, selfsup.SelfSupConfig):
-        return cfg.mode
-    if isinstance(cfg, distill.DistillConfig):
-        return distill.data_keys(cfg)
-    return "depth"

@@ -20,7 +20,7 @@ from jaxdepth.train import distill, selfsup, supervised
 from jaxdepth.train.config import RunConfig
 
 __all__ = ["RECIPES", "Recipe", "build", "recipe_of", "run_name", "config_from_dict",
-           "export_meta", "trainer_of", "train_or_load"]
+           "export_meta", "needs_of", "trainer_of", "train_or_load"]
 
 
 class Recipe(NamedTuple):
@@ -153,6 +153,17 @@ def config_from_dict(d, where: str = "the config"):
                      "cannot tell which model it trained")
 
 
+def needs_of(cfg):
+    """What a config's training data must hold (`jaxdepth.data.training.training_data`'s
+    `needs`): `depth` (supervised), its mode (self-supervised), the student's keys
+    (distillation)."""
+    if isinstance(cfg, selfsup.SelfSupConfig):
+        return cfg.mode
+    if isinstance(cfg, distill.DistillConfig):
+        return distill.data_keys(cfg)
+    return "depth"
+
+
 def trainer_of(cfg):
     """The trainer module of a config (`init_state`, `make_step`, `variables_of`)."""
     for module, cls in ((supervised, supervised.SupervisedConfig),
@@ -197,7 +208,7 @@ def train_or_load(cfg, root=None, *, name: str | None = None, directory=None, da
     kw = dict(data=data, train=train, progress=progress)
     if isinstance(cfg, supervised.SupervisedConfig):
         state = runs.train_or_load(name, cfg, root, init_state=supervised.init_state,
-                                   step=supervised.make_step(cfg), needs="depth", keep=keep,
+                                   step=supervised.make_step(cfg), needs=needs_of(cfg), keep=keep,
                                    directory=directory, **kw)
     elif isinstance(cfg, selfsup.SelfSupConfig):
         start = start_state
@@ -205,14 +216,14 @@ def train_or_load(cfg, root=None, *, name: str | None = None, directory=None, da
             start = _start_state(cfg.start_from, root, kw)
         state = runs.train_or_load(
             name, cfg, root, init_state=lambda c: selfsup.init_state(c, start_state=start),
-            step=selfsup.make_step(cfg), needs=cfg.mode, moving_objects=cfg.moving_objects,
+            step=selfsup.make_step(cfg), needs=needs_of(cfg), moving_objects=cfg.moving_objects,
             keep=keep, directory=directory, **kw)
     elif isinstance(cfg, distill.DistillConfig):
         if teacher_variables is None:
             _, teacher_variables = train_or_load(cfg.teacher, root, **kw)
         state = runs.train_or_load(
             name, cfg, root, init_state=distill.init_state,
-            step=distill.make_step(cfg, teacher_variables), needs=distill.data_keys(cfg),
+            step=distill.make_step(cfg, teacher_variables), needs=needs_of(cfg),
             moving_objects=cfg.student.moving_objects, keep=keep, directory=directory, **kw)
     else:
         raise TypeError(f"no trainer for {type(cfg).__name__}")
