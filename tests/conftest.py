@@ -14,6 +14,9 @@ runtime.configure_cpu()
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+if os.environ.get("JAXDEPTH_TEST_CHEAP", "1") == "1":
+    jax.config.update("jax_disable_most_optimizations", True)
+
 
 @pytest.fixture(scope="module")
 def cheap_compilation():

@@ -22,7 +22,7 @@ WORKER = Path(__file__).parent / "workers" / "train_worker.py"
 def _run_worker(workdir, steps, slow=False, kill_after_step=None):
     cmd = [sys.executable, str(WORKER), str(workdir), str(steps)] + (["--slow"] if slow else [])
     # the three runs share one persistent compilation cache: only the first compiles
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
                JAX_COMPILATION_CACHE_DIR=str(Path(workdir).parent / "jax_cache"),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
