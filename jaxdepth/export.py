@@ -28,6 +28,20 @@ On disk:
                       or of a list of N of them for an ensemble (Boot / Snap)
     DIR/pose/         orbax `StandardSave` of a pose network's tree (optional)
 
+Segmentation checkpoints (`"architecture": "DeepLabV3" | "DeepLabV3Plus"`, modules of
+`jaxdepth.models.segmentation`) use the same layout; their `meta.json` has
+
+                      "task": "segmentation" (absent: a depth model),
+                      "model": DeepLabV3: num_classes, backbone, aux, width, dropout_rate;
+                               DeepLabV3Plus: num_classes, backbone, output_stride, width,
+                               dropout_rate, aspp_rates,
+                      "num_classes": C, "class_names": [C names] | null,
+                      "height", "width": the input size the model was trained at (any
+                                positive size; these models take any input size),
+                      "ensemble", "pose": null, "source", "created", "jaxdepth_version",
+
+and none of the depth-only entries (`variant`, `metric`, `use_stereo`, `scaling`).
+
 `meta.json` is written last, so a directory without it is an unfinished export. A
 trainer's run directory (`jaxdepth.train.runs`) holds its orbax steps and, once finished,
 this export beside them; `load_checkpoint` also reads a run directory without an export
@@ -50,15 +64,18 @@ import numpy as np
 from flax import traverse_util
 
 from jaxdepth.models import DepthNet, ResNetEncoder, encoder_channels
+from jaxdepth.models.segmentation import DeepLabV3, DeepLabV3Plus
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ARCHITECTURES", "CheckpointError", "save_checkpoint",
            "load_checkpoint", "is_checkpoint", "build_model", "model_kwargs", "load_pose",
-           "check_variables"]
+           "check_variables", "SEGMENTATION_ARCHITECTURES", "check_class_names"]
 
 FORMAT = "jaxdepth"
 FORMAT_VERSION = 1
 #: architecture name in meta.json → Flax module class
-ARCHITECTURES = {"DepthNet": DepthNet}
+ARCHITECTURES = {"DepthNet": DepthNet, "DeepLabV3": DeepLabV3, "DeepLabV3Plus": DeepLabV3Plus}
+#: architectures whose checkpoints are `"task": "segmentation"`
+SEGMENTATION_ARCHITECTURES = ("DeepLabV3", "DeepLabV3Plus")
 _PROBE = (1, 64, 64, 3)  # any multiple of 32 gives the same variable shapes
 _EXPORT_ENTRIES = ("meta.json", "variables", "pose")
 
@@ -81,7 +98,8 @@ def build_model(meta: Mapping[str, Any]):
     if arch not in ARCHITECTURES:
         raise CheckpointError(f"unknown architecture {arch!r}; this jaxdepth knows "
                               f"{sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](**meta["model"])
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"].items()}
+    return ARCHITECTURES[arch](**kwargs)  # JSON lists back to the tuples the modules take
 
 
 def abstract_variables(model):
@@ -186,7 +204,8 @@ def save_checkpoint(directory, model, variables, height: int, width: int,
     `model`: the Flax module (or a DepthNet kwargs mapping); `variables`: its
     `{"params", "batch_stats"}`, or a list of them (an ensemble), checked against the
     model. `meta`: extra `meta.json` entries (`use_stereo`, `scaling`, `source`, …;
-    `ensemble.names` for member names). `pose`: an optional `(tree, info)` (see
+    `ensemble.names` for member names; segmentation: `class_names`, a list of
+    `num_classes` strings). `pose`: an optional `(tree, info)` (see
     `jaxdepth.convert.monodepth2.convert_pose`). A run directory keeps its orbax steps.
     """
     directory = Path(directory)
@@ -196,9 +215,11 @@ def save_checkpoint(directory, model, variables, height: int, width: int,
     if ARCHITECTURES.get(arch) is not type(model):
         raise CheckpointError(f"cannot export a {arch}: the format knows {sorted(ARCHITECTURES)}")
     kwargs = model_kwargs(model)
+    segmentation = arch in SEGMENTATION_ARCHITECTURES
     for name, value in (("height", height), ("width", width)):
-        if int(value) <= 0 or int(value) % 32:
-            raise ValueError(f"{name} must be a positive multiple of 32, got {value}")
+        if int(value) <= 0 or (int(value) % 32 and not segmentation):
+            raise ValueError(f"{name} must be a positive {'integer' if segmentation else 'multiple of 32'}, "
+                             f"got {value}")
     members = list(variables) if isinstance(variables, (list, tuple)) else None
     abstract = abstract_variables(model)
     checked = []
@@ -208,6 +229,8 @@ def save_checkpoint(directory, model, variables, height: int, width: int,
         checked.append(check_variables(flat, abstract,
                                        f"variables{'' if members is None else f'[{i}]'}"))
     meta = dict(meta or {})
+    if segmentation:
+        check_class_names(meta.get("class_names"), int(kwargs["num_classes"]))
     ensemble = None
     if members is not None:
         names = list((meta.get("ensemble") or {}).get("names")
@@ -222,10 +245,14 @@ def save_checkpoint(directory, model, variables, height: int, width: int,
     full = {
         "format": FORMAT, "version": FORMAT_VERSION, "architecture": arch, "model": kwargs,
         "height": int(height), "width": int(width),
-        "variant": "uncertconv" if kwargs.get("log_sigma") else "plain",
-        "metric": bool(kwargs.get("metric", False)), "use_stereo": None,
         "source": None, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
+    if segmentation:
+        full.update({"task": "segmentation", "num_classes": int(kwargs["num_classes"]),
+                     "class_names": None})
+    else:
+        full.update({"variant": "uncertconv" if kwargs.get("log_sigma") else "plain",
+                     "metric": bool(kwargs.get("metric", False)), "use_stereo": None})
     full.update(meta)
     full["ensemble"], full["pose"] = ensemble, pose_info
     import jaxdepth
@@ -234,6 +261,16 @@ def save_checkpoint(directory, model, variables, height: int, width: int,
     tmp.write_text(json.dumps(full, indent=2, sort_keys=True, default=str) + "\n")
     tmp.replace(directory / "meta.json")
     return directory
+
+
+def check_class_names(names, num_classes: int):
+    """Raise ValueError unless `names` is None or a list of `num_classes` strings."""
+    if names is None:
+        return
+    if (isinstance(names, str) or not all(isinstance(n, str) for n in names)
+            or len(names) != num_classes):
+        raise ValueError(f"class_names must be a list of {num_classes} strings (one per class), "
+                         f"got {names!r}")
 
 
 # --------------------------------------------------------------------------- reading

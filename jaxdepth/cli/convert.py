@@ -1,5 +1,7 @@
 """`jaxdepth convert monodepth2 ...`: released Monodepth2-format PyTorch weights → a
-jaxdepth checkpoint (`jaxdepth.convert.monodepth2`; written through `jaxdepth.export`)."""
+jaxdepth checkpoint (`jaxdepth.convert.monodepth2`; written through `jaxdepth.export`).
+`jaxdepth convert deeplabv3 --weights FILE.pth --out DIR`: a torchvision DeepLabV3 state
+dict → a segmentation checkpoint (`jaxdepth.convert.deeplabv3`)."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +24,8 @@ def _snapshots(text: str) -> list[int]:
 
 def add_parser(sub) -> None:
     conv = sub.add_parser("convert", help="convert PyTorch weights into a jaxdepth checkpoint")
-    conv_sub = conv.add_subparsers(dest="format", required=True, metavar="{monodepth2}")
+    conv_sub = conv.add_subparsers(dest="format", required=True,
+                                   metavar="{monodepth2,deeplabv3}")
     m = conv_sub.add_parser(
         "monodepth2", help="Monodepth2-format encoder.pth + depth.pth (plain, uncertconv, NYU metric)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -56,9 +59,60 @@ def add_parser(sub) -> None:
     m.add_argument("--min-depth", type=float, default=0.1, help="disp_to_depth minimum (0.1)")
     m.add_argument("--max-depth", type=float, default=100.0, help="disp_to_depth maximum (100)")
     m.add_argument("--overwrite", action="store_true", help="replace a checkpoint at --out")
+    _add_deeplabv3_parser(conv_sub)
+
+
+def _class_names(text: str):
+    """`voc` or `a,b,c` → what `convert_deeplabv3(class_names=...)` takes."""
+    if text.strip().lower() == "voc":
+        return "voc"
+    names = [t.strip() for t in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected 'voc' or comma-separated names, got {text!r}")
+    return names
+
+
+# = sorted(jaxdepth.models.segmentation.V3_BACKBONES), spelled out so that `--help` imports no Flax
+_DEEPLABV3_BACKBONES = ("mobilenet_v3_large", "resnet101", "resnet50")
+
+
+def _add_deeplabv3_parser(conv_sub) -> None:
+    d = conv_sub.add_parser(
+        "deeplabv3", help="torchvision DeepLabV3 state dict (ResNet-50/101, MobileNetV3-Large)",
+        description=(
+            "Convert the state dict of torchvision's deeplabv3_resnet50 / _resnet101 /\n"
+            "_mobilenet_v3_large (with or without aux head) into a jaxdepth segmentation\n"
+            "checkpoint. Backbone and class count are read from the keys. Needs torch to\n"
+            "read the file (weights_only=True: a file cannot run code)."),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("--weights", type=Path, required=True, help="the .pth state dict")
+    d.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    d.add_argument("--backbone", choices=_DEEPLABV3_BACKBONES,
+                   help="expected backbone (default: read from the keys)")
+    d.add_argument("--num-classes", type=int, help="expected class count (default: from the keys)")
+    d.add_argument("--class-names", type=_class_names, metavar="voc|A,B,...",
+                   help="class names to record: 'voc' (torchvision's released weights) or a "
+                        "comma-separated list")
+    d.add_argument("--height", type=int, default=520, help="input height to record (520)")
+    d.add_argument("--width", type=int, default=520, help="input width to record (520)")
+    d.add_argument("--overwrite", action="store_true", help="replace a checkpoint at --out")
+
+
+def _run_deeplabv3(args) -> int:
+    from jaxdepth.convert import convert_deeplabv3
+    out = convert_deeplabv3(args.weights, args.out, backbone=args.backbone,
+                            num_classes=args.num_classes, class_names=args.class_names,
+                            height=args.height, width=args.width, overwrite=args.overwrite)
+    meta = json.loads((Path(out) / "meta.json").read_text())
+    m = meta["model"]
+    print(f"wrote {out}: DeepLabV3 {m['backbone']}, {m['num_classes']} classes"
+          + (" + aux head" if m["aux"] else "") + f", input {meta['height']}x{meta['width']}")
+    return 0
 
 
 def run(args) -> int:
+    if args.format == "deeplabv3":
+        return _run_deeplabv3(args)
     from jaxdepth.convert import convert_monodepth2, convert_monodepth2_folder, load_checkpoint
     common = dict(metric=args.metric, height=args.height, width=args.width,
                   min_depth=args.min_depth, max_depth=args.max_depth, overwrite=args.overwrite)
