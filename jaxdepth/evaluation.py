@@ -179,7 +179,9 @@ def evaluate(rows: Sequence[Row], source, *, batch_size: int, add, timer=None, s
     one padded by repeating its last image, so every call has one compiled shape).
 
     Per batch and row: `add(row, estimate, samples, indices)` with the estimate of the
-    batch's real images (`[n,H,W,1]`, host arrays), their samples (a list of dicts) and
+    batch's real images (any pytree of `[B,...]` arrays, e.g. an `Estimate` of `[n,H,W,1]`
+    depth and uncertainty, or a segmentation row's probabilities and score maps; host
+    arrays, the padding cut off), their samples (a list of dicts) and
     source indices; `timer(row, seconds, n_images)` with the wall time of the call
     (`block_until_ready`; the first batch is run once untimed to compile, then timed).
     The PRNG key of batch `b` is `fold_in(PRNGKey(seed), b)`, or `PRNGKey(seed)` for
@@ -207,8 +209,7 @@ def evaluate(rows: Sequence[Row], source, *, batch_size: int, add, timer=None, s
             if timer is not None:
                 timer(row, time.perf_counter() - t0, images.shape[0])
             m = len(idx)
-            add(row, type(est)(np.asarray(est.depth)[:m], np.asarray(est.uncertainty)[:m]),
-                samples, idx)
+            add(row, jax.tree.map(lambda x: np.asarray(x)[:m], est), samples, idx)
         if progress:
             print(f"evaluated {idx[-1] + 1}/{n} test images", flush=True)
 

@@ -267,3 +267,60 @@ def save_prediction_panel(path, image, depth, uncertainty, *, depth_label: str =
         fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+def save_segmentation_panel(path, image, labels, uncertainty, *, palette, class_names=None,
+                            uncertainty_label: str = "uncertainty", extra=None,
+                            title: str | None = None, dpi: int = 100):
+    """Image | predicted classes (``palette`` ``[C,3]`` uint8 colours, a legend of
+    ``class_names``) | uncertainty (``hot``, colour bar named ``uncertainty_label``), then
+    optional ``extra`` ``[(title, [H, W] map or [H, W, 3] image)]`` panels (e.g. the anomaly
+    ground truth). ``image``: ``[H, W, 3]``; ``labels``: ``[H, W]`` class ids (255 black).
+    Returns ``path``."""
+    import textwrap
+
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Patch
+
+    labels = np.asarray(labels)
+    unc = _as_2d("uncertainty", uncertainty)
+    rgb = _as_rgb(0, image)
+    palette = np.asarray(palette, np.uint8)
+    seg = np.zeros(labels.shape + (3,), np.uint8)
+    known = labels < len(palette)
+    seg[known] = palette[labels[known]]
+    extra = list(extra or [])
+    h, w = rgb.shape[:2]
+    scale = max(1.0, MIN_PANEL_PX / w)
+    n = 3 + len(extra)
+    cell_w, cell_h = w * scale / dpi, h * scale / dpi
+    fig = Figure(figsize=(n * cell_w + 1.2 * n, cell_h + 1.4), dpi=dpi, facecolor="white")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n, gridspec_kw={"wspace": 0.45})
+    axes[0].imshow(rgb, interpolation="nearest")
+    axes[0].set_title("image", fontsize=9)
+    axes[1].imshow(seg, interpolation="nearest")
+    axes[1].set_title("prediction", fontsize=9)
+    if class_names is not None:
+        shown = sorted(set(np.unique(labels[known]).tolist()))
+        axes[1].legend(handles=[Patch(color=palette[c] / 255.0, label=class_names[c])
+                                for c in shown], fontsize=6, loc="upper center",
+                       bbox_to_anchor=(0.5, -0.02), ncol=min(4, max(1, len(shown))),
+                       frameon=False)
+    fin = np.isfinite(unc)
+    ulo, uhi = (np.percentile(unc[fin], (2, 98)) if fin.any() else (0.0, 1.0))
+    im = axes[2].imshow(unc, cmap="hot", interpolation="nearest",
+                        norm=Normalize(vmin=ulo, vmax=max(uhi, ulo + 1e-12)))
+    axes[2].set_title("uncertainty", fontsize=9)
+    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.03).set_label(
+        "\n".join(textwrap.wrap(uncertainty_label, 26)), fontsize=8)
+    for ax, (name, x) in zip(axes[3:], extra):
+        x = np.asarray(x)
+        ax.imshow(x, cmap=None if x.ndim == 3 else "gray", interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path

@@ -32,18 +32,27 @@ def _method_names():
             **{k: f"= {v}" for k, v in ALIASES.items()}}
 
 
+def _segmentation_names():
+    from jaxdepth.uncertainty.segmentation import SEGMENTATION_METHODS
+    return {k: m.help for k, m in SEGMENTATION_METHODS.items()}
+
+
 def add_parser(sub) -> None:
-    names = _method_names()
+    names, seg = _method_names(), _segmentation_names()
     pr = sub.add_parser(
-        "predict", help="depth and uncertainty for your own images",
+        "predict", help="depth (or classes) and uncertainty for your own images",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Methods:\n" + "\n".join(f"  {k:10s} {v}" for k, v in names.items()))
+        description="Methods of depth checkpoints (default grad):\n"
+        + "\n".join(f"  {k:10s} {v}" for k, v in names.items())
+        + "\n\nMethods of segmentation checkpoints (default pgn):\n"
+        + "\n".join(f"  {k:16s} {v}" for k, v in seg.items()))
     pr.add_argument("images", nargs="*", metavar="IMAGE",
                     help="image files, directories (their images) or glob patterns")
     pr.add_argument("--checkpoint", type=Path, required=True,
                     help="a jaxdepth checkpoint directory (an export, a `jaxdepth train "
                          "--out` directory or a trainer's run directory)")
-    pr.add_argument("--method", default="grad", choices=list(names))
+    pr.add_argument("--method", default=None, choices=list(dict.fromkeys([*names, *seg])),
+                    help="the uncertainty method (default: grad, or pgn for segmentation)")
     pr.add_argument("--out", type=Path, default=Path("predictions"), help="output directory")
     options.add_method_arguments(pr)
     pr.add_argument("--space", choices=["disp", "depth"], default=None,
@@ -58,6 +67,11 @@ def add_parser(sub) -> None:
     pr.add_argument("--batch-size", type=int, default=4, help="images per call (4)")
     pr.add_argument("--seed", type=int, default=0, help="noise/dropout seed")
     pr.add_argument("--no-panel", action="store_true", help="do not write the PNG panels")
+    pr.add_argument("--label", default="onehot", choices=("onehot", "uniform"),
+                    help="pgn: auxiliary label (onehot)")
+    pr.add_argument("--p", type=float, default=0.5, help="pgn: exponent of the p-norm (0.5)")
+    pr.add_argument("--pgn-mode", default="exact", choices=("exact", "reference"),
+                    help="pgn: the exact cross-entropy gradient, or the published code's weights")
 
 
 def collect_images(specs) -> list[Path]:
@@ -189,7 +203,7 @@ def run(args) -> int:
         raise CLIError("no IMAGE given (files, directories or glob patterns)")
     if args.batch_size < 1:
         raise CLIError("--batch-size must be at least 1")
-    if args.samples < 2 and args.method in ("in_drop", "drop", "mc_drop"):
+    if args.samples < 2 and args.method in ("in_drop", "drop", "mc_drop", "mc_dropout"):
         raise CLIError("--samples must be at least 2")
     paths = collect_images(args.images)
     if not args.checkpoint.exists():
@@ -205,6 +219,14 @@ def run(args) -> int:
         model, variables, meta = load_checkpoint(args.checkpoint)
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from None
+    if meta.get("task") == "segmentation":
+        from jaxdepth.cli import predict_segmentation
+        return predict_segmentation.run(args, paths, model, variables, meta)
+    if args.method is None:
+        args.method = "grad"
+    elif args.method not in _method_names():
+        raise CLIError(f"--method {args.method} is a segmentation method; {args.checkpoint} "
+                       "is a depth model")
     height, width = int(meta["height"]), int(meta["width"])
     run_fn, key, opts, info = _make_method(args, model, variables, meta)
     scale, depth_label = depth_scale(meta)

@@ -1,4 +1,4 @@
-"""`jaxdepth train --recipe NAME --data synthetic|kitti|nyu ... --out DIR`
+"""`jaxdepth train --recipe NAME --data synthetic|kitti|nyu|cityscapes ... --out DIR`
 
 One command for every recipe (`jaxdepth.train.recipes.RECIPES`) and data source
 (`jaxdepth.data.training`). `--out DIR` holds the resumable orbax run (the same command
@@ -16,14 +16,15 @@ from jaxdepth.cli.errors import CLIError
 #: from random weights; KITTI and NYU: Monodepth2's / the NYU recipe's)
 DEFAULTS = {"synthetic": dict(height=64, width=192, model_width=0.25, lr=1e-3),
             "kitti": dict(height=192, width=640, model_width=1.0, lr=1e-4),
-            "nyu": dict(height=224, width=288, model_width=1.0, lr=1e-4)}
+            "nyu": dict(height=224, width=288, model_width=1.0, lr=1e-4),
+            "cityscapes": dict(height=512, width=1024, model_width=1.0, lr=1e-3)}
 
 
 def add_parser(sub) -> None:
     from jaxdepth.train.recipes import RECIPES
     recipes = "\n".join(f"  {k:18s} {r.help}" for k, r in RECIPES.items())
     tr = sub.add_parser(
-        "train", help="train a depth model (every recipe, synthetic / KITTI / NYU data)",
+        "train", help="train a model (every recipe; synthetic / KITTI / NYU / Cityscapes data)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Recipes:\n" + recipes + "\n\nDefaults by --data: " + "; ".join(
             f"{k} {d['height']}x{d['width']}, model width {d['model_width']}, lr {d['lr']:g}"
@@ -32,7 +33,8 @@ def add_parser(sub) -> None:
                     help="what to train (see the list above)")
     tr.add_argument("--data", default="synthetic", choices=list(DEFAULTS),
                     help="training data (synthetic: the procedural street scenes)")
-    tr.add_argument("--data-root", type=Path, help="KITTI raw root / NYU FastDepth folder")
+    tr.add_argument("--data-root", type=Path, help="KITTI raw root / NYU FastDepth folder / "
+                    "Cityscapes root (leftImg8bit/, gtFine/)")
     tr.add_argument("--split", help="KITTI: a shipped list (eigen_zhou, eigen_full) or a split "
                     "file of 'folder frame side' lines (default: eigen_zhou for M/MS, "
                     "eigen_full for S and supervised)")
@@ -114,10 +116,16 @@ def run(args) -> int:
     if args.recipe in ("self", "sub-depth") and args.data == "nyu":
         raise CLIError(f"--recipe {args.recipe} distils a self-supervised teacher on its data: "
                        "use --data kitti or synthetic")
+    if args.recipe.startswith("segmentation") != (args.data == "cityscapes") and \
+            args.data != "synthetic":
+        raise CLIError(f"--recipe {args.recipe} cannot train on --data {args.data}: "
+                       + ("segmentation trains on --data synthetic or cityscapes"
+                          if args.recipe.startswith("segmentation") else
+                          "Cityscapes has semantic labels only (--recipe segmentation[-drop])"))
     run = RunConfig(height=height, image_width=width, batch_size=args.batch_size,
                     steps=args.steps, lr=args.lr or d["lr"], seed=args.seed,
                     data_seed=args.seed, data=args.data, split=args.split,
-                    augment=args.data != "nyu",
+                    augment=args.data not in ("nyu", "cityscapes"),  # their transforms augment
                     train_size=args.limit if args.limit else 4000)
     try:
         cfg = recipes.build(args.recipe, run, teacher=teacher_cfg, num_layers=args.num_layers,

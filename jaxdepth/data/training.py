@@ -17,7 +17,9 @@ requested ``height×width``, multiples of 32):
   same frame; for a right-camera target that is the left image) and ``stereo_T`` [4,4]
   (target -> other camera, identity with t_x < 0 for a left target, > 0 for a right one;
   the step keeps its sign and uses its own ``stereo_baseline`` as |t_x|);
-- ``"MS"``: all of M and S.
+- ``"MS"``: all of M and S;
+- ``"segmentation"``: ``image`` and ``label`` [H,W] int32 train ids, 255 = ignore (the one
+  key that is not float32).
 
 Data kinds:
 
@@ -37,6 +39,11 @@ Data kinds:
   per-sample ``transform`` (:func:`jaxdepth.data.nyu.train_transform`: resize, rotation,
   scale, crop, flip, jitter) into ``image`` [224,288,3] / ``depth`` [224,288,1]; only
   ``needs="depth"`` and only 224×288.
+- ``cityscapes`` (``needs="segmentation"`` only): gtFine ``train`` (or ``split``) images
+  and labelIds mapped to the 19 train ids, resized to H×W, then the per-sample
+  :func:`jaxdepth.data.cityscapes.train_transform` (random scale 0.5–2, crop H×W, flip).
+  The procedural scenes give ``needs="segmentation"`` too: 7 classes, the anomaly class
+  ignored (:class:`jaxdepth.data.segmentation.SyntheticSegmentation`).
 
 Augmentation: for synthetic and KITTI the step's own flip + colour jitter (``augment=True``)
 is the recipe's augmentation (Monodepth2's, with the exact K / stereo mirror) and the
@@ -58,10 +65,11 @@ from .splits import KITTI_SPLITS, SplitEntry, read_split
 __all__ = ["DATA", "NEEDS", "TrainData", "TrainSource", "training_data", "needed_keys",
            "default_kitti_split", "nyu_train_transform"]
 
-DATA = ("synthetic", "kitti", "nyu")
-NEEDS = ("depth", "image", "M", "S", "MS")
+DATA = ("synthetic", "kitti", "nyu", "cityscapes")
+NEEDS = ("depth", "image", "M", "S", "MS", "segmentation")
 _KEYS = {
     "depth": ("image", "depth"),
+    "segmentation": ("image", "label"),
     "image": ("image", "K"),
     "M": ("image", "K", "frames"),
     "S": ("image", "K", "image_right", "stereo_T"),
@@ -143,7 +151,7 @@ def nyu_train_transform(sample: dict, rng: np.random.Generator) -> dict:
 
 def _parse_needs(needs) -> str:
     if isinstance(needs, str):
-        n = needs.lower() if needs.lower() in ("depth", "image") else needs.upper()
+        n = needs.lower() if needs.lower() in ("depth", "image", "segmentation") else needs.upper()
         if n in _KEYS:
             return n
     elif isinstance(needs, (tuple, list)) and all(isinstance(k, str) for k in needs):
@@ -151,7 +159,8 @@ def _parse_needs(needs) -> str:
             if set(needs) == set(keys):
                 return n
     raise ValueError(f"needs must be one of {NEEDS} ('depth': supervised image + depth; "
-                     "'M', 'S', 'MS': self-supervised modes) or one of their key tuples "
+                     "'M', 'S', 'MS': self-supervised modes; 'segmentation': image + "
+                     "train-id label) or one of their key tuples "
                      f"{list(_KEYS.values())}; got {needs!r}")
 
 
@@ -225,6 +234,71 @@ def _synthetic(needs, keys, height, width, root, split, length, seed, moving_obj
             f"{height}x{width}" + (", moving objects" if moving_objects else ""))
     return TrainData(src, None, desc, "synthetic", needs, keys, (height, width), "train",
                      True, _SYNTHETIC_BASELINE, 80.0)
+
+
+class _IntLabels:
+    """A segmentation source with its uint8 ``label`` as int32 (what the step reads)."""
+
+    def __init__(self, base):
+        self.base = base
+        if hasattr(base, "get_batch"):
+            self.get_batch = lambda indices: self._cast(base.get_batch(indices))
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    @staticmethod
+    def _cast(sample):
+        return {"image": np.asarray(sample["image"], np.float32),
+                "label": np.asarray(sample["label"], np.int32)}
+
+    def __getitem__(self, i):
+        return self._cast(self.base[i])
+
+
+def _synthetic_segmentation(height, width, root, split, length, seed):
+    from jaxdepth.data.segmentation import SyntheticSegmentation
+
+    if root is not None or split is not None:
+        raise ValueError("data='synthetic' is generated: it takes no root and no split")
+    n = _SYNTHETIC_LENGTH if length is None else length
+    src = SyntheticSegmentation("train", seed=seed, height=height, width=width, size=n)
+    desc = (f"synthetic street scenes train (seed {seed}): {n} labelled images at "
+            f"{height}x{width}, anomaly class ignored")
+    return TrainData(_IntLabels(src), None, desc, "synthetic", "segmentation",
+                     _KEYS["segmentation"], (height, width), "train", True, None, 80.0)
+
+
+def _cityscapes_train(height, width, root, split, length):
+    import functools
+
+    from jaxdepth.data import cityscapes
+
+    root = _require_root("cityscapes", root, "leftImg8bit/<split>/<city>/*_leftImg8bit.png "
+                         "and gtFine/<split>/<city>/*_gtFine_labelIds.png")
+    name = split or "train"
+    base = cityscapes.Cityscapes(root, name, height=height, width=width, labels=True)
+    if length is not None:
+        base = _Subset(base, length)
+    # random scale 0.5–2 of the H×W frame, crop H×W, flip (the step does not augment)
+    transform = functools.partial(cityscapes.train_transform, crop_size=(height, width))
+    cast = lambda sample, rng: _IntLabels._cast(transform(sample, rng))
+    desc = f"Cityscapes {name}: {len(base)} images at {height}x{width}, 19 classes"
+    return TrainData(base, cast, desc, "cityscapes", "segmentation",
+                     _KEYS["segmentation"], (height, width), name, False, None, 80.0)
+
+
+class _Subset:
+    def __init__(self, base, n):
+        self.base, self.n = base, min(n, len(base))
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.base[i]
 
 
 def _kitti_train(needs, keys, height, width, root, split, length, gt, gt_root, image_ext,
@@ -332,8 +406,16 @@ def training_data(data: str, *, needs: str | tuple, height: int, width: int, roo
         raise ValueError(f"length must be a positive integer or None, got {length!r}")
     if moving_objects and data != "synthetic":
         raise ValueError(f"moving_objects is an option of data='synthetic', not {data!r}")
+    if (n == "segmentation") != (data == "cityscapes") and data != "synthetic":
+        raise ValueError(f"data={data!r} has no {'semantic labels' if n == 'segmentation' else 'depth'}"
+                         f": needs={n!r} trains on " + ("'synthetic' or 'cityscapes'"
+                         if n == "segmentation" else "'synthetic', 'kitti' or 'nyu'"))
+    if data == "synthetic" and n == "segmentation":
+        return _synthetic_segmentation(height, width, root, split, length, seed)
     if data == "synthetic":
         return _synthetic(n, keys, height, width, root, split, length, seed, moving_objects)
+    if data == "cityscapes":
+        return _cityscapes_train(height, width, root, split, length)
     if data == "kitti":
         return _kitti_train(n, keys, height, width, root, split, length, gt, gt_root,
                             image_ext, skip_missing)

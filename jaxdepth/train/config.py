@@ -23,7 +23,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-DATA = ("synthetic", "kitti", "nyu")
+DATA = ("synthetic", "kitti", "nyu", "cityscapes")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, NamedTuple
 
-from jaxdepth.train import distill, selfsup, supervised
+from jaxdepth.train import distill, segmentation, selfsup, supervised
 from jaxdepth.train.config import RunConfig
 
 __all__ = ["RECIPES", "Recipe", "build", "recipe_of", "run_name", "config_from_dict",
@@ -27,6 +27,7 @@ class Recipe(NamedTuple):
     help: str
     build: Callable[..., Any]    # build(run, *, teacher, model_width, num_layers) -> config
     teacher: str                 # "none" | "optional" | "required"
+    task: str = "depth"          # "depth" | "segmentation"
 
 
 def _supervised(variant):
@@ -99,6 +100,28 @@ RECIPES["sub-depth"] = Recipe("SUB-Depth self-distillation from a frozen selfsup
                               "(--teacher)", _distill("sub-depth"), "required")
 
 
+def _segmentation(dropout):
+    def build(run, *, teacher=None, model_width=None, num_layers=18):
+        if run.data == "cityscapes":
+            from jaxdepth.data.cityscapes import TRAIN_CLASSES as names
+        else:
+            from jaxdepth.data.segmentation import SYNTHETIC_CLASSES as names
+        kw = dict(num_classes=len(names), class_names=tuple(names),
+                  backbone=f"resnet{num_layers}", dropout=dropout, run=run)
+        if model_width is not None:
+            kw["width"] = model_width
+        return segmentation.SegmentationConfig(**kw)
+    return build
+
+
+RECIPES["segmentation"] = Recipe("DeepLabV3+ semantic segmentation, pixel-wise cross entropy "
+                                 "(the model of PGN; synthetic or cityscapes)",
+                                 _segmentation(0.0), "none", "segmentation")
+RECIPES["segmentation-drop"] = Recipe("segmentation with dropout p=0.2 before the head (the "
+                                      "model behind MC dropout)", _segmentation(0.2), "none",
+                                      "segmentation")
+
+
 def build(name: str, run: RunConfig, *, teacher=None, model_width=None, num_layers=18):
     """The config of recipe `name` over `run` (see `RECIPES`)."""
     if name not in RECIPES:
@@ -120,6 +143,8 @@ def recipe_of(cfg) -> str:
         return f"selfsup-{cfg.mode.lower()}{suffix}"
     if isinstance(cfg, distill.DistillConfig):
         return cfg.method.replace("_", "-")
+    if isinstance(cfg, segmentation.SegmentationConfig):
+        return "segmentation" if cfg.dropout == 0 else "segmentation-drop"
     return type(cfg).__name__
 
 
@@ -135,12 +160,16 @@ def run_name(cfg) -> str:
         if cfg.method == "self":
             return f"selfsup_{cfg.teacher.mode.lower()}_self"
         return f"sub_depth_{cfg.form}"
+    if isinstance(cfg, segmentation.SegmentationConfig):
+        return "seg" if cfg.dropout == 0 else "seg_drop"
     return type(cfg).__name__.lower()
 
 
 def config_from_dict(d, where: str = "the config"):
     """The method config of a saved `to_dict()` (the run directories' `config`)."""
     try:
+        if "num_classes" in d and "backbone" in d:
+            return segmentation.SegmentationConfig.from_dict(d)
         if "method" in d and "teacher" in d:
             return distill.DistillConfig.from_dict(d)
         if "mode" in d:
@@ -161,13 +190,16 @@ def needs_of(cfg):
         return cfg.mode
     if isinstance(cfg, distill.DistillConfig):
         return distill.data_keys(cfg)
+    if isinstance(cfg, segmentation.SegmentationConfig):
+        return "segmentation"
     return "depth"
 
 
 def trainer_of(cfg):
     """The trainer module of a config (`init_state`, `make_step`, `variables_of`)."""
     for module, cls in ((supervised, supervised.SupervisedConfig),
-                        (selfsup, selfsup.SelfSupConfig), (distill, distill.DistillConfig)):
+                        (selfsup, selfsup.SelfSupConfig), (distill, distill.DistillConfig),
+                        (segmentation, segmentation.SegmentationConfig)):
         if isinstance(cfg, cls):
             return module
     raise TypeError(f"no trainer for {type(cfg).__name__}")
@@ -178,6 +210,9 @@ def export_meta(cfg) -> dict[str, Any]:
     depth becomes metres (`scaling`, `stereo_scale`, `use_stereo`), whether it was
     trained with dropout, and the space its σ lives in (`sigma_space`)."""
     name = recipe_of(cfg)
+    if isinstance(cfg, segmentation.SegmentationConfig):
+        return {"recipe": name, "class_names": list(cfg.class_names or []) or None,
+                "dropout_trained": cfg.dropout > 0}
     if isinstance(cfg, supervised.SupervisedConfig):
         return {"recipe": name, "use_stereo": None, "scaling": "none",
                 "dropout_trained": cfg.variant == "drop",
@@ -218,6 +253,10 @@ def train_or_load(cfg, root=None, *, name: str | None = None, directory=None, da
             name, cfg, root, init_state=lambda c: selfsup.init_state(c, start_state=start),
             step=selfsup.make_step(cfg), needs=needs_of(cfg), moving_objects=cfg.moving_objects,
             keep=keep, directory=directory, **kw)
+    elif isinstance(cfg, segmentation.SegmentationConfig):
+        state = runs.train_or_load(name, cfg, root, init_state=segmentation.init_state,
+                                   step=segmentation.make_step(cfg), needs=needs_of(cfg),
+                                   keep=keep, directory=directory, **kw)
     elif isinstance(cfg, distill.DistillConfig):
         if teacher_variables is None:
             _, teacher_variables = train_or_load(cfg.teacher, root, **kw)

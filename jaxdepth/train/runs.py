@@ -55,9 +55,11 @@ def run_dir(root, name: str | None, cfg) -> Path:
 
 
 def depth_variables(state) -> dict:
-    """The depth network's `{"params", "batch_stats"}` of a train state (or of the
-    variables `restore_variables` returns)."""
-    return {"params": state["params"]["depth"], "batch_stats": state["batch_stats"]["depth"]}
+    """The exported network's `{"params", "batch_stats"}` of a train state (or of the
+    variables `restore_variables` returns): `depth`, or `segmentation` for a
+    segmentation run."""
+    net = "depth" if "depth" in state["params"] else "segmentation"
+    return {"params": state["params"][net], "batch_stats": state["batch_stats"].get(net, {})}
 
 
 def train_or_load(name: str | None, cfg, root=None, *, init_state, step, data=None, needs=None,
@@ -213,9 +215,12 @@ def load_run(directory, step: int):
     meta = export_meta(cfg)
     meta.update(format="jaxdepth", version=1, architecture=type(model).__name__,
                 height=cfg.run.height, width=cfg.run.image_width, ensemble=None, pose=None,
-                variant="uncertconv" if model.log_sigma else "plain", metric=model.metric,
                 source={"kind": "jaxdepth-train", "recipe": meta.pop("recipe"),
                         "config": config, "run": str(directory), "step": step})
     from jaxdepth.export import model_kwargs
     meta["model"] = model_kwargs(model)
+    if hasattr(model, "num_classes"):
+        meta.update(task="segmentation", num_classes=model.num_classes)
+    else:
+        meta.update(variant="uncertconv" if model.log_sigma else "plain", metric=model.metric)
     return model, depth_variables(restore_variables(directory, step)), meta
