@@ -110,9 +110,29 @@ def parse_args(argv=None):
     p.add_argument("--ood-images", type=int)
     p.add_argument("--eval-batch", type=int)
     p.add_argument("--panels", type=int, help="ood frames drawn in examples.png")
+    p.add_argument("--timing-repeats", type=int, help="timed calls per runtime row")
     p.add_argument("--seed", type=int)
     p.add_argument("--no-train", action="store_true", help="fail instead of training")
+    real = p.add_argument_group("real data (a Cityscapes model from checkpoints)")
+    real.add_argument("--checkpoint", type=Path, help="segmentation checkpoint of the plain model")
+    real.add_argument("--dropout-checkpoint", type=Path, help="its dropout variant (MC dropout)")
+    real.add_argument("--ensemble-checkpoints", type=Path, nargs="+",
+                      help="further members of the ensemble (with --checkpoint)")
+    real.add_argument("--cityscapes-root", type=Path, help="Table 1 / Fig. 3 on Cityscapes")
+    real.add_argument("--cityscapes-split", default="val")
+    real.add_argument("--smiyc-root", type=Path, help="Tables 2-3 on a SegmentMeIfYouCan dataset")
+    real.add_argument("--smiyc-dataset", default="road_anomaly21", choices=tuple(SMIYC))
+    real.add_argument("--smiyc-split", help="the dataset's split (default: its test split)")
+    real.add_argument("--laf-root", type=Path, help="fishyscapes_laf: the LostAndFound tree")
+    real.add_argument("--limit", type=int, help="evaluate the first N frames of each set")
     return p.parse_args(argv)
+
+
+#: SMIYC datasets: (loader name, default split, component size limits)
+SMIYC = {"road_anomaly21": ("RoadAnomaly21", "test", "anomaly"),
+         "road_obstacle21": ("RoadObstacle21", "test", "obstacle"),
+         "lost_and_found": ("LostAndFound", "testNoKnown", "obstacle"),
+         "fishyscapes_laf": ("FishyscapesLAF", "val", "anomaly")}
 
 
 def config_of(args) -> Config:
@@ -203,17 +223,16 @@ def runtime_rows(models: dict, cfg: Config) -> list[dict]:
     return [{"method": m, "s_per_frame": t, "overhead": t / t_fwd} for m, t in rows]
 
 
-def save_examples(path, ood_maps, source, cfg: Config, pgn_name: str):
+def save_examples(path, ood_maps, source, cfg: Config, pgn_name: str, palette):
     """One row per ood frame: image | prediction | PGN | entropy | anomaly ground truth."""
     from jaxdepth import viz
-    from jaxdepth.data.segmentation import SYNTHETIC_PALETTE
 
     panels = []
     for i in range(min(cfg.panels, len(source))):
         sample = source[i]
         pred = ood_maps.probs["plain"][i].argmax(-1)
         gt = np.where(sample["ood"] == 255, 0.5, sample["ood"].astype(np.float32))
-        panels += [sample["image"], SYNTHETIC_PALETTE[pred], ood_maps.maps[pgn_name][i],
+        panels += [sample["image"], np.asarray(palette)[pred], ood_maps.maps[pgn_name][i],
                    ood_maps.maps["entropy"][i], gt]
     titles = ["image", "prediction", pgn_name, "entropy", "anomaly gt"] * (len(panels) // 5)
     return viz.save_panel(path, panels, titles, ncols=5)
@@ -243,67 +262,145 @@ def _strip(rows):
     return [{k: v for k, v in r.items() if k != "curves"} for r in rows]
 
 
+class _First:
+    """The first `n` samples of a source."""
+
+    def __init__(self, source, n):
+        self.source, self.n = source, len(source) if n is None else min(n, len(source))
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return self.source[i]
+
+
+def checkpoint_models(args):
+    """`({name: (apply_fn, variables)}, (height, width), palette)` of real checkpoints."""
+    from jaxdepth.cli.predict_segmentation import _palette
+    from jaxdepth.export import load_checkpoint
+
+    if args.checkpoint is None:
+        raise SystemExit("--cityscapes-root / --smiyc-root evaluate a trained model: give "
+                         "--checkpoint DIR (a segmentation checkpoint)")
+    model, variables, meta = load_checkpoint(args.checkpoint)
+    if meta.get("task") != "segmentation":
+        raise SystemExit(f"--checkpoint {args.checkpoint} is not a segmentation model")
+    models = {"plain": (model.apply, variables)}
+    if args.dropout_checkpoint:
+        m, v, _ = load_checkpoint(args.dropout_checkpoint)
+        models["drop"] = (m.apply, v)
+    for i, path in enumerate(args.ensemble_checkpoints or [], 1):
+        models[f"member{i}"] = (model.apply, load_checkpoint(path)[1])
+    size = (args.height or int(meta["height"]), args.width or int(meta["width"]))
+    return models, size, _palette(int(meta["num_classes"]), meta.get("class_names"))
+
+
+def real_sources(args, height, width):
+    """`(test source or None, ood source or None, track)` of the real-data flags."""
+    from jaxdepth.data import cityscapes, smiyc
+    from jaxdepth.metrics import ood as ood_metrics
+
+    test = ood = None
+    track = ood_metrics.ANOMALY_TRACK
+    if args.cityscapes_root:
+        test = _First(cityscapes.Cityscapes(args.cityscapes_root, args.cityscapes_split,
+                                            height=height, width=width), args.limit)
+    if args.smiyc_root:
+        name, split, kind = SMIYC[args.smiyc_dataset]
+        kw = dict(split=args.smiyc_split or split, height=height, width=width)
+        if name == "FishyscapesLAF":
+            if args.laf_root is None:
+                raise SystemExit("--smiyc-dataset fishyscapes_laf needs --laf-root")
+            data = smiyc.FishyscapesLAF(args.smiyc_root, args.laf_root, **kw)
+        else:
+            data = getattr(smiyc, name)(args.smiyc_root, **kw)
+        ood = _First(data, args.limit)
+        track = ood_metrics.ANOMALY_TRACK if kind == "anomaly" else ood_metrics.OBSTACLE_TRACK
+    return test, ood, track
+
+
 def main(argv=None):
     args = parse_args(argv)
     cfg = config_of(args)
-    from jaxdepth.data.segmentation import SyntheticSegmentation
+    real = bool(args.cityscapes_root or args.smiyc_root)
+    if real:
+        models, (h, w), palette = checkpoint_models(args)
+        cfg = dataclasses.replace(cfg, height=h, width=w, ensemble=1 + len(
+            args.ensemble_checkpoints or []))
+        test, ood, track = real_sources(args, h, w)
+        track = bench.scaled_track(h, w, track)
+        configs, dataset = {}, "real"
+    else:
+        from jaxdepth.data.segmentation import SYNTHETIC_PALETTE, SyntheticSegmentation
 
-    configs = model_configs(cfg)
-    models = {name: recipes.train_or_load(c, args.checkpoints, train=not args.no_train)
-              for name, c in configs.items()}
+        configs = model_configs(cfg)
+        models = {name: recipes.train_or_load(c, args.checkpoints, train=not args.no_train)
+                  for name, c in configs.items()}
+        test = SyntheticSegmentation("test", seed=cfg.seed, height=cfg.height, width=cfg.width,
+                                     size=cfg.test_images)
+        ood = SyntheticSegmentation("ood", seed=cfg.seed, height=cfg.height, width=cfg.width,
+                                    size=cfg.ood_images)
+        track, palette, dataset = bench.scaled_track(cfg.height, cfg.width), SYNTHETIC_PALETTE, \
+            "synthetic"
     fn, model_of = method_maps(models, cfg)
     rows = [Row("all", "all", fn)]
-    test = SyntheticSegmentation("test", seed=cfg.seed, height=cfg.height, width=cfg.width,
-                                 size=cfg.test_images)
-    ood = SyntheticSegmentation("ood", seed=cfg.seed, height=cfg.height, width=cfg.width,
-                                size=cfg.ood_images)
-    test_maps = bench.collect(rows, test, model_of, batch_size=cfg.eval_batch, seed=cfg.seed)
-    ood_maps = bench.collect(rows, ood, model_of, batch_size=cfg.eval_batch, seed=cfg.seed)
-    methods = (["softmax", "entropy", "mc_dropout"] + (["ensemble"] if cfg.ensemble > 1 else [])
-               + pgn_methods(cfg))
-    num_classes = configs["plain"].num_classes
-    miou = {m: bench.miou_of(test_maps.probs[m], test_maps.label, num_classes)
-            for m in test_maps.probs}
-    pixel = bench.pixel_rows(test_maps, methods)
-    segment = bench.segment_rows(test_maps, "plain", pgn_methods(cfg), seed=cfg.seed)
-    ood_rows = bench.ood_rows(ood_maps, methods)
-    timing = runtime_rows(models, cfg)
-
+    methods = [m for m in ["softmax", "entropy", "mc_dropout", "ensemble", *pgn_methods(cfg)]
+               if m in model_of]
+    num_classes = int(models["plain"][0].__self__.num_classes)
+    tables, result = [], {"pixel": [], "segment": [], "ood": []}
+    miou = {}
+    if test is not None:
+        test_maps = bench.collect(rows, test, model_of, batch_size=cfg.eval_batch, seed=cfg.seed)
+        miou = {m: bench.miou_of(test_maps.probs[m], test_maps.label, num_classes)
+                for m in test_maps.probs}
+        result["pixel"] = bench.pixel_rows(test_maps, methods)
+        result["segment"] = bench.segment_rows(test_maps, "plain", pgn_methods(cfg),
+                                               seed=cfg.seed)
+        tables += [
+            "mIoU on the test split: " + ", ".join(f"{k} {v:.3f}" for k, v in miou.items()),
+            bench.format_rows(result["pixel"], [("ece", "ECE ↓"), ("ause", "AuSE ↓"),
+                                                ("ece_reference", "ECE(ref)"),
+                                                ("ause_reference", "AuSE(ref)")],
+                              "Table 1 — pixel-wise uncertainty (test split)"),
+            bench.format_rows(result["segment"], [("meta_auroc", "AuROC ↑"),
+                                                  ("meta_accuracy", "ACC ↑"), ("meta_r2", "R² ↑"),
+                                                  ("segments", "segments")],
+                              "Fig. 3 — segment-wise meta classification / regression (MetaSeg)")]
+    if ood is not None:
+        ood_maps = bench.collect(rows, ood, model_of, batch_size=cfg.eval_batch, seed=cfg.seed)
+        result["ood"] = bench.ood_rows(ood_maps, methods, track=track)
+        tables.append(bench.format_rows(
+            result["ood"], [("auprc", "AuPRC ↑"), ("auroc", "AuROC ↑"), ("fpr95", "FPR95 ↓"),
+                            ("siou", "sIoU ↑"), ("ppv", "PPV ↑"), ("f1", "mean F1 ↑")],
+            f"Tables 2–3 — OoD segmentation (ood split; components ≥ {track.min_pred} px "
+            f"predicted, ≥ {track.min_gt} px ground truth)"))
+    timing = runtime_rows(models, cfg) if "drop" in models else []
+    if timing:
+        tables.append(bench.format_rows(timing, [("s_per_frame", "s/frame"),
+                                                 ("overhead", "× forward")],
+                                        f"Table 4 — runtime per frame at {cfg.height}x{cfg.width} "
+                                        f"({jax.default_backend()}, batch 1)"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    track = bench.scaled_track(cfg.height, cfg.width)
-    tables = [
-        "mIoU on the test split: " + ", ".join(f"{k} {v:.3f}" for k, v in miou.items()),
-        bench.format_rows(pixel, [("ece", "ECE ↓"), ("ause", "AuSE ↓"),
-                                  ("ece_reference", "ECE(ref)"), ("ause_reference", "AuSE(ref)")],
-                          "Table 1 — pixel-wise uncertainty (test split)"),
-        bench.format_rows(segment, [("meta_auroc", "AuROC ↑"), ("meta_accuracy", "ACC ↑"),
-                                    ("meta_r2", "R² ↑"), ("segments", "segments")],
-                          "Fig. 3 — segment-wise meta classification / regression (MetaSeg)"),
-        bench.format_rows(ood_rows, [("auprc", "AuPRC ↑"), ("auroc", "AuROC ↑"),
-                                     ("fpr95", "FPR95 ↓"), ("siou", "sIoU ↑"), ("ppv", "PPV ↑"),
-                                     ("f1", "mean F1 ↑")],
-                          f"Tables 2–3 — OoD segmentation (ood split; components ≥ "
-                          f"{track.min_pred} px predicted, ≥ {track.min_gt} px ground truth)"),
-        bench.format_rows(timing, [("s_per_frame", "s/frame"), ("overhead", "× forward")],
-                          f"Table 4 — runtime per frame at {cfg.height}x{cfg.width} "
-                          f"({jax.default_backend()}, batch 1)"),
-    ]
     text = "\n\n".join(tables)
     print(text)
     (out / "tables.txt").write_text(text + "\n")
-    best = max((r for r in ood_rows if r["method"].startswith("pgn")), key=lambda r: r["auprc"])
-    save_examples(out / "examples.png", ood_maps, ood, cfg, best["method"])
-    save_pr_curves(out / "pr_curves.png", ood_rows)
-    result = {"config": {**dataclasses.asdict(cfg), "quick": bool(args.quick),
-                         "dataset": "synthetic", "miou": miou,
-                         "track": track._asdict(), "checkpoints": {
-                             k: str(recipes.run_name(c)) for k, c in configs.items()}},
-              "pixel": _strip(pixel), "segment": segment, "ood": _strip(ood_rows),
-              "runtime": timing}
-    (out / "results.json").write_text(json.dumps(result, indent=2, default=float))
-    print(f"\nwrote {out / 'results.json'}, tables.txt, examples.png, pr_curves.png")
-    return result
+    written = ["results.json", "tables.txt"]
+    if ood is not None:
+        best = max((r for r in result["ood"] if r["method"].startswith("pgn")),
+                   key=lambda r: r["auprc"])
+        save_examples(out / "examples.png", ood_maps, ood, cfg, best["method"], palette)
+        save_pr_curves(out / "pr_curves.png", result["ood"])
+        written += ["examples.png", "pr_curves.png"]
+    saved = {"config": {**dataclasses.asdict(cfg), "quick": bool(args.quick),
+                        "dataset": dataset, "miou": miou, "track": track._asdict(),
+                        "checkpoints": {k: recipes.run_name(c) for k, c in configs.items()}},
+             "pixel": _strip(result["pixel"]), "segment": result["segment"],
+             "ood": _strip(result["ood"]), "runtime": timing}
+    (out / "results.json").write_text(json.dumps(saved, indent=2, default=float))
+    print(f"\nwrote {', '.join(str(out / n) for n in written)}")
+    return saved
 
 
 if __name__ == "__main__":

@@ -20,12 +20,17 @@ if os.environ.get("JAXDEPTH_TEST_CHEAP", "1") == "1":
 
 @pytest.fixture(scope="module")
 def cheap_compilation():
-    """For modules that compile a few dozen distinct programs of tiny models, where XLA's
-    optimisation passes cost several times more than running the programs: compile with
-    most optimisations off (the code under test and the test's independent computation
-    alike, so they still agree), and restore the setting for the rest of the suite.
-    Use with `pytestmark = pytest.mark.usefixtures("cheap_compilation")`."""
+    """Kept for modules that declare it: XLA's optimisations are off for the whole suite
+    (set above; tiny programs, where the optimisation passes cost several times more than
+    running them). `JAXDEPTH_TEST_CHEAP=0` runs the suite with them on."""
+    yield
+
+
+@pytest.fixture(scope="module")
+def full_compilation():
+    """Modules that pin exact float values of the optimised programs users run (the
+    procedural scenes' pixels): compile them with XLA's optimisations on."""
     previous = bool(jax.config.values.get("jax_disable_most_optimizations", False))
-    jax.config.update("jax_disable_most_optimizations", True)
+    jax.config.update("jax_disable_most_optimizations", False)
     yield
     jax.config.update("jax_disable_most_optimizations", previous)

@@ -17,6 +17,9 @@ import pytest
 
 from jaxdepth.data import synthetic as syn
 
+# the pinned values are those of the optimised render program the experiments run
+pytestmark = pytest.mark.usefixtures("full_compilation")
+
 H, W = 32, 96
 CASES = {
     # training data: anomalies off, moving cars, all keys

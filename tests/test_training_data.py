@@ -274,7 +274,7 @@ def test_synthetic_keys_for_each_need():
 def test_bad_inputs(kitti_root, tmp_path):
     root, tree, split = kitti_root
     ok = dict(needs="M", height=H, width=W)
-    assert DATA == ("synthetic", "kitti", "nyu")
+    assert DATA == ("synthetic", "kitti", "nyu", "cityscapes")
     with pytest.raises(ValueError, match=r"unknown data 'kiti'; expected one of"):
         training_data("kiti", root=root, **ok)
     with pytest.raises(ValueError, match=r"needs must be one of .*got 'MD'"):

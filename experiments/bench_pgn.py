@@ -1,0 +1,99 @@
+"""What PGN costs on top of the forward pass (the PGN paper: ≈1 % on a GPU).
+
+    python experiments/bench_pgn.py                       # 512×1024, DeepLabV3+ ResNet-18
+    python experiments/bench_pgn.py --height 256 --width 512 --backbone resnet50 --repeats 3
+
+Times, in one run on the same randomly initialised model and input (batch 1, median of
+`--repeats` calls after a compiling call): the forward pass (logits at the input size and
+their softmax), forward + last-layer PGN (one-hot and uniform labels, five p: 10 maps at
+decoder resolution, upsampled), forward + all 20 maps (the penultimate ones too), and MC
+dropout with `--samples` passes (dropout before the head, so the backbone runs once).
+Prints the seconds and each one's ratio to the forward pass; `--json` writes them.
+"""
+from __future__ import annotations
+
+from jaxdepth import runtime
+
+runtime.configure_cpu()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from jaxdepth.models.segmentation import DeepLabV3Plus  # noqa: E402
+from jaxdepth.uncertainty import pgn as P  # noqa: E402
+from jaxdepth.uncertainty.segmentation import sampling_uncertainty  # noqa: E402
+
+
+def median_seconds(fn, *args, repeats: int) -> float:
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--backbone", default="resnet18", choices=("resnet18", "resnet50"))
+    p.add_argument("--classes", type=int, default=19)
+    p.add_argument("--samples", type=int, default=25, help="MC dropout passes (25)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json", help="write the timings here")
+    args = p.parse_args(argv)
+
+    model = DeepLabV3Plus(num_classes=args.classes, backbone=args.backbone, dropout_rate=0.2)
+    variables = model.init_variables(jax.random.PRNGKey(0), args.height, args.width)
+    x = jax.random.uniform(jax.random.PRNGKey(1), (1, args.height, args.width, 3))
+    key = jax.random.PRNGKey(2)
+    head = P.head_of(variables)
+    forward = jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, x)["logits"], -1))
+
+    def with_pgn(penultimate):
+        @jax.jit
+        def fn(v, x):
+            out = model.apply(v, x)
+            z, f = out["decoder_logits"], out["features"]
+            maps = [P.pgn(z, f["final_in"], label=lab, p=q) for lab in P.LABELS
+                    for q in P.DEFAULT_PS]
+            if penultimate:
+                maps += [P.pgn_penultimate(z, f["final_in"], f["penultimate_in"], head,
+                                           label=lab, p=q) for lab in P.LABELS
+                         for q in P.DEFAULT_PS]
+            maps = jnp.stack(maps, -1)
+            maps = jax.image.resize(maps, x.shape[:3] + maps.shape[-1:], "bilinear",
+                                    antialias=False)
+            return jax.nn.softmax(out["logits"], -1), maps
+        return fn
+
+    mc = jax.jit(lambda v, x, k: sampling_uncertainty(jax.vmap(
+        lambda kk: model.apply(v, x, dropout_rng=kk)["logits"])(
+            jax.random.split(k, args.samples))))
+    r = args.repeats
+    rows = {"forward": median_seconds(forward, variables, x, repeats=r),
+            "pgn_oh+uni (10 maps)": median_seconds(with_pgn(False), variables, x, repeats=r),
+            "pgn all 20 maps": median_seconds(with_pgn(True), variables, x, repeats=r),
+            f"mc_dropout ({args.samples})": median_seconds(mc, variables, x, key, repeats=r)}
+    base = rows["forward"]
+    print(f"DeepLabV3+ {args.backbone}, {args.height}x{args.width}, batch 1, "
+          f"{jax.default_backend()} ({jax.devices()[0].device_kind}), median of {r}")
+    print(f"{'':24s}{'seconds':>10s}{'× forward':>11s}{'overhead':>10s}")
+    for name, t in rows.items():
+        print(f"{name:24s}{t:10.4f}{t / base:11.3f}{100 * (t / base - 1):9.1f}%")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": vars(args), "seconds": rows,
+                       "ratio": {k: v / base for k, v in rows.items()}}, f, indent=2)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
