@@ -166,7 +166,7 @@ def _torch_pixel_gradients(backbone: str, pixels, label: str):
     return out
 
 
-@pytest.mark.parametrize("label", ["onehot", "uniform"])
+@pytest.mark.parametrize("label", ["onehot", pytest.param("uniform", marks=pytest.mark.slow)])
 def test_pgn_on_the_converted_model_matches_pytorch_autograd(tmp_path_factory, label):
     """PGN's closed forms (`exact` mode) on the converted model against PyTorch's own
     per-pixel backward passes through torchvision's head (a bias on the last layer: its

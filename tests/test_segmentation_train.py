@@ -63,6 +63,7 @@ def test_config_round_trips_and_names_its_runs():
         SegmentationConfig(class_names=("a", "b"))
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_the_loss_on_the_scenes():
     cfg = recipes.build("segmentation", RunConfig(height=H, image_width=W, batch_size=4,
                                                   steps=10, lr=3e-3), model_width=0.0625)

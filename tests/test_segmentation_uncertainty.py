@@ -147,6 +147,7 @@ def assert_close(got, want):
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5 * np.abs(want).max())
 
 
+@pytest.mark.slow
 def test_autodiff_gradient_norm_equals_pgn(net):
     model, (variables, *_), images = net
     out = model.apply(variables, images)
