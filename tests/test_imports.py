@@ -33,7 +33,8 @@ def test_experiment_script_parses_its_flags(name, capsys):
     assert exit_.value.code == 0 and "usage" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", [["train"], ["predict"], ["convert", "monodepth2"]])
+@pytest.mark.parametrize("command", [["train"], ["predict"], ["convert", "monodepth2"],
+                                     ["convert", "deeplabv3"]])
 def test_command_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(command + ["--help"])

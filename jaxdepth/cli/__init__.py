@@ -1,6 +1,6 @@
 """The `jaxdepth` command.
 
-    jaxdepth train --recipe NAME --data synthetic|kitti|nyu [--data-root DIR] [--split NAME|FILE]
+    jaxdepth train --recipe NAME --data synthetic|kitti|nyu|cityscapes [--data-root DIR] [--split NAME|FILE]
                    [--teacher DIR] [--height H] [--width W] [--steps N] [--batch-size B]
                    [--seed S] --out DIR
     jaxdepth predict --checkpoint DIR [--method grad] [--taps dec6 ...] IMAGE|DIR|GLOB ...
@@ -8,12 +8,13 @@
                                 [--pose-encoder pose_encoder.pth --pose pose.pth]
     jaxdepth convert monodepth2 --folder FOLDER --out DIR [--weights weights_19]
                                 [--snapshots 12-19]
+    jaxdepth convert deeplabv3 --weights FILE.pth --out DIR [--class-names voc]
 
-`train` (`jaxdepth.cli.train`) trains any recipe on the procedural scenes, KITTI raw or
-NYU and exports the model into its run directory; `predict` (`jaxdepth.cli.predict`)
-writes depth and uncertainty maps for your images with any checkpoint; `convert`
-(`jaxdepth.cli.convert`) turns released Monodepth2-format PyTorch weights into a
-checkpoint. A user error prints one line `jaxdepth: error: ...` and exits with 2.
+`train` (`jaxdepth.cli.train`) trains any recipe on the procedural scenes, KITTI raw,
+NYU or Cityscapes and exports the model into its run directory; `predict`
+(`jaxdepth.cli.predict`) writes depth (or class) and uncertainty maps for your images with
+any checkpoint; `convert` (`jaxdepth.cli.convert`) turns released Monodepth2-format or
+torchvision DeepLabV3 PyTorch weights into a checkpoint. A user error prints one line `jaxdepth: error: ...` and exits with 2.
 """
 from __future__ import annotations
 

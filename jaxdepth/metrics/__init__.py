@@ -1,4 +1,6 @@
-"""Depth and uncertainty metrics: pure functions of arrays."""
+"""Depth and uncertainty metrics: pure functions of arrays. Segmentation, OoD
+(SegmentMeIfYouCan) and MetaSeg metrics live in the submodules `segmentation`, `ood` and
+`metaseg` (host NumPy)."""
 from jaxdepth.metrics.depth import (
     METRIC_NAMES,
     a1,
@@ -26,8 +28,10 @@ from jaxdepth.metrics.sparsification import (
     sparsification_curves,
 )
 
+from jaxdepth.metrics import metaseg, ood, segmentation  # noqa: E402
+
 __all__ = [
-    "METRIC_NAMES", "SPARSIFICATION_METRICS",
+    "segmentation", "ood", "metaseg", "METRIC_NAMES", "SPARSIFICATION_METRICS",
     "abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "silog",
     "depth_metrics", "batch_depth_metrics", "mean_over_images", "valid_mask",
     "masked_percentile", "median_scale", "garg_crop_mask", "clamp",
