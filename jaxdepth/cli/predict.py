@@ -121,6 +121,28 @@ def _resize_map(x, h: int, w: int):
         (w, h), Image.Resampling.BILINEAR), np.float32)
 
 
+def image_batches(paths, batch_size: int, width: int, height: int, resample):
+    """`(indices, originals, batch)` per chunk of `paths`: the images as read (uint8
+    `[h, w, 3]`) and resized to `width × height` with PIL's `resample`, in [0, 1],
+    `[batch_size, height, width, 3]` (the last chunk padded by repeating its last image,
+    so every call has one compiled shape)."""
+    import numpy as np
+    from PIL import Image
+
+    for start in range(0, len(paths), batch_size):
+        chunk = list(range(start, min(start + batch_size, len(paths))))
+        originals, batch = [], []
+        for i in chunk:
+            try:
+                img = Image.open(paths[i]).convert("RGB")
+            except OSError as e:
+                raise CLIError(f"{paths[i]}: cannot read image ({e})") from None
+            originals.append(np.asarray(img))
+            batch.append(np.asarray(img.resize((width, height), resample), np.float32) / 255.0)
+        batch += [batch[-1]] * (batch_size - len(batch))
+        yield chunk, originals, np.clip(np.stack(batch), 0.0, 1.0)
+
+
 def _split_taps(args):
     """`--taps dec6 dec8 img.png` swallows the image: give such paths back to IMAGE,
     and accept comma-separated taps."""
@@ -237,20 +259,9 @@ def run(args) -> int:
                disable=len(paths) < PROGRESS_MIN, file=sys.stderr, dynamic_ncols=True)
     say = tqdm.write if not bar.disable else print
     t0 = time.perf_counter()
-    for start in range(0, len(paths), args.batch_size):
-        chunk = list(range(start, min(start + args.batch_size, len(paths))))
-        originals, batch = [], []
-        for i in chunk:
-            try:
-                img = Image.open(paths[i]).convert("RGB")
-            except OSError as e:
-                raise CLIError(f"{paths[i]}: cannot read image ({e})") from None
-            originals.append(np.asarray(img))
-            batch.append(np.asarray(img.resize((width, height), Image.Resampling.LANCZOS),
-                                    np.float32) / 255.0)
-        while len(batch) < args.batch_size:  # one compiled shape for every call
-            batch.append(batch[-1])
-        est = run_fn(np.clip(np.stack(batch), 0.0, 1.0))
+    for chunk, originals, batch in image_batches(paths, args.batch_size, width, height,
+                                                 Image.Resampling.LANCZOS):
+        est = run_fn(batch)
         depth, unc = np.asarray(est.depth)[..., 0], np.asarray(est.uncertainty)[..., 0]
         for k, i in enumerate(chunk):
             h, w = originals[k].shape[:2]

@@ -51,7 +51,7 @@ def run(args, paths, model, variables, meta) -> int:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from jaxdepth.cli.predict import PROGRESS_MIN, _resize_map, _stems
+    from jaxdepth.cli.predict import PROGRESS_MIN, _resize_map, _stems, image_batches
     from jaxdepth.uncertainty.segmentation import segmentation_method
     from jaxdepth.viz import save_segmentation_panel
 
@@ -82,20 +82,9 @@ def run(args, paths, model, variables, meta) -> int:
                disable=len(paths) < PROGRESS_MIN, file=sys.stderr, dynamic_ncols=True)
     say = tqdm.write if not bar.disable else print
     t0 = time.perf_counter()
-    for start in range(0, len(paths), args.batch_size):
-        chunk = list(range(start, min(start + args.batch_size, len(paths))))
-        originals, batch = [], []
-        for i in chunk:
-            try:
-                img = Image.open(paths[i]).convert("RGB")
-            except OSError as e:
-                raise CLIError(f"{paths[i]}: cannot read image ({e})") from None
-            originals.append(np.asarray(img))
-            batch.append(np.asarray(img.resize((width, height), Image.Resampling.BILINEAR),
-                                    np.float32) / 255.0)
-        while len(batch) < args.batch_size:
-            batch.append(batch[-1])
-        est = fn(np.stack(batch), key)
+    for chunk, originals, batch in image_batches(paths, args.batch_size, width, height,
+                                                 Image.Resampling.BILINEAR):
+        est = fn(batch, key)
         probs, unc = np.asarray(est.probs), np.asarray(est.uncertainty)
         for k, i in enumerate(chunk):
             h, w = originals[k].shape[:2]

@@ -36,8 +36,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .segmentation import (IGNORE_LABEL, _check_size, read_label_png, read_rgb,
-                           resize_image, resize_label)
+from .segmentation import (IGNORE_LABEL, _check_size, load_frame, read_label_png, resize_image,
+                           resize_label)
 
 __all__ = ["CityscapesLabel", "CITYSCAPES_LABELS", "TRAIN_CLASSES", "PALETTE",
            "LABEL_TO_TRAIN_ID", "TRAIN_ID_TO_LABEL_ID", "SPLITS", "EXPECTED_LENGTH",
@@ -242,24 +242,7 @@ class Cityscapes:
         return raw
 
     def __getitem__(self, i: int) -> dict:
-        n = len(self)
-        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
-            raise TypeError(f"index must be an integer, got {type(i).__name__}")
-        if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for {n} samples")
-        i = int(i) % n
-        out = {"image": read_rgb(self.image_paths[i])}
-        if self.has_labels:
-            lab = self.read_label(i)
-            if lab.shape != out["image"].shape[:2]:
-                raise ValueError(f"{self.label_paths[i]}: label {lab.shape} and image "
-                                 f"{out['image'].shape[:2]} sizes differ")
-            out["label"] = lab
-        if self.size is not None:
-            out["image"] = resize_image(out["image"], *self.size)
-            if "label" in out:
-                out["label"] = resize_label(out["label"], *self.size)
-        return out
+        return load_frame(self, i, "label", self.read_label, self.size)
 
 
 def train_transform(sample: dict, rng: np.random.Generator, *, crop_size=(512, 1024),

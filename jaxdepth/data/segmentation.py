@@ -184,6 +184,31 @@ def resize_label(label, height: int, width: int) -> np.ndarray:
     return lab[rows[:, None], cols[None, :]]
 
 
+def load_frame(sources, i, key: str, read_map, size) -> dict:
+    """Sample ``i`` of a file-backed source: ``image`` read from ``sources.image_paths[i]``
+    and, if ``sources.has_labels``, ``key`` = ``read_map(i)`` (``[H, W]`` uint8, its size
+    checked against the image's), both resized to ``size`` (``(height, width)`` or None:
+    image bilinear, map nearest). Raises TypeError / IndexError for a bad index."""
+    n = len(sources)
+    if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+        raise TypeError(f"index must be an integer, got {type(i).__name__}")
+    if not -n <= i < n:
+        raise IndexError(f"index {i} out of range for {n} samples")
+    i = int(i) % n
+    out = {"image": read_rgb(sources.image_paths[i])}
+    if sources.has_labels:
+        m = read_map(i)
+        if m.shape != out["image"].shape[:2]:
+            raise ValueError(f"{sources.label_paths[i]}: label {m.shape} and image "
+                             f"{out['image'].shape[:2]} sizes differ")
+        out[key] = m
+    if size is not None:
+        out["image"] = resize_image(out["image"], *size)
+        if key in out:
+            out[key] = resize_label(out[key], *size)
+    return out
+
+
 def resize_sample(sample: Mapping, height: int, width: int) -> dict:
     """A sample resized to ``height × width``: ``image`` bilinear, every other ``[H, W]``
     map of the image's size (``label``, ``ood``) nearest; other entries pass through."""

@@ -44,8 +44,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import features as _pil_features
 
-from .segmentation import (OOD_ANOMALY, OOD_IN, OOD_VOID, _check_size, read_label_png,
-                           read_rgb, resize_image, resize_label)
+from .segmentation import OOD_ANOMALY, OOD_IN, OOD_VOID, _check_size, load_frame, read_label_png
 
 __all__ = ["ood_from_raw", "RoadAnomaly21", "RoadObstacle21", "LostAndFound",
            "FishyscapesLAF", "ANOMALY_VALIDATION_FIDS", "OBSTACLE_SCENES", "OBSTACLE_SPLITS",
@@ -120,24 +119,7 @@ class _OodFrames:
             raise ValueError(f"{path}: {err}") from None
 
     def __getitem__(self, i: int) -> dict:
-        n = len(self)
-        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
-            raise TypeError(f"index must be an integer, got {type(i).__name__}")
-        if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for {n} samples")
-        i = int(i) % n
-        out = {"image": read_rgb(self.image_paths[i])}
-        if self.has_labels:
-            ood = self.read_ood(i)
-            if ood.shape != out["image"].shape[:2]:
-                raise ValueError(f"{self.label_paths[i]}: label {ood.shape} and image "
-                                 f"{out['image'].shape[:2]} sizes differ")
-            out["ood"] = ood
-        if self.size is not None:
-            out["image"] = resize_image(out["image"], *self.size)
-            if "ood" in out:
-                out["ood"] = resize_label(out["ood"], *self.size)
-        return out
+        return load_frame(self, i, "ood", self.read_ood, self.size)
 
 
 def _dataset_dir(root, name: str, marker: str) -> str:
