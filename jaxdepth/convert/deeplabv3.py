@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxdepth.convert.monodepth2 import TORCH_HINT, ConversionError
+from jaxdepth.convert.monodepth2 import ConversionError, load_state_dict
 from jaxdepth.export import (abstract_variables, check_class_names, check_variables,
                              is_checkpoint, save_checkpoint)
 from jaxdepth.models.segmentation import V3_BACKBONES, DeepLabV3
@@ -74,35 +74,8 @@ def load_torch_state_dict(path) -> dict[str, np.ndarray]:
     tensors int64), read with `torch.load(weights_only=True)` on the CPU; a wrapping
     `model_state` / `state_dict` / `model` entry is unwrapped, a `module.` prefix removed,
     non-tensor entries are dropped."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        import torch
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(TORCH_HINT) from e
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError for code-carrying files, RuntimeError for junk
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise ConversionError(
-            f"{path}: could not be read as plain weights with torch.load(weights_only=True) "
-            f"(files that would run code on loading are refused): {type(e).__name__}: {first}"
-        ) from e
-    for wrapper in _WRAPPERS:
-        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
-            obj = obj[wrapper]
-            break
-    if not isinstance(obj, Mapping):
-        raise ConversionError(f"{path}: expected a state dict (a mapping of names to tensors), "
-                              f"got {type(obj).__name__}")
-    out = {}
-    for key, value in obj.items():
-        if isinstance(value, torch.Tensor):
-            key = str(key)
-            key = key[len("module."):] if key.startswith("module.") else key
-            value = value.detach().cpu()
-            out[key] = (value.float() if value.is_floating_point() else value.long()).numpy()
+    obj = load_state_dict(path, wrappers=_WRAPPERS)
+    out = {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}
     if not out:
         raise ConversionError(f"{path}: the mapping holds no tensors, so it is no state dict "
                               f"(entries: {', '.join(map(str, list(obj)[:6])) or '(none)'})")

@@ -99,12 +99,13 @@ class ConversionError(CheckpointError):
 
 # --------------------------------------------------------------------------- reading .pth
 
-def load_state_dict(path) -> dict[str, Any]:
+def load_state_dict(path, wrappers=("state_dict",)) -> dict[str, Any]:
     """Read a PyTorch state dict with `torch.load(weights_only=True)` on the CPU.
 
     Tensors become float32 (integer tensors: int64) NumPy arrays, other entries
     (`height`, `width`, `use_stereo`) stay Python values. A `module.` prefix
-    (DataParallel) is removed.
+    (DataParallel) is removed; the first of `wrappers` that holds a mapping (a training
+    checkpoint's `state_dict`, …) is unwrapped.
     """
     path = Path(path)
     if not path.is_file():
@@ -120,8 +121,10 @@ def load_state_dict(path) -> dict[str, Any]:
             f"{path}: could not be read as plain weights with torch.load(weights_only=True) "
             f"(files that would run code on loading are refused): {type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}") from e
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
+    for wrapper in wrappers:
+        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+            obj = obj[wrapper]
+            break
     if not isinstance(obj, Mapping):
         raise ConversionError(f"{path}: expected a state dict (a mapping of names to tensors), "
                               f"got {type(obj).__name__}")
