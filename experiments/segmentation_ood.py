@@ -53,6 +53,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxdepth.benchmarks import segmentation as bench  # noqa: E402
+from jaxdepth.data.pipeline import First  # noqa: E402
 from jaxdepth.evaluation import Row, timed  # noqa: E402
 from jaxdepth.train import recipes  # noqa: E402
 from jaxdepth.train.config import RunConfig  # noqa: E402
@@ -182,8 +183,8 @@ def method_maps(models: dict, cfg: Config):
         out = apply_fn(plain, images)
         probs = jax.nn.softmax(out["logits"], -1)
         maps = {"softmax": 1.0 - probs.max(-1), "entropy": probs_entropy(probs, normalise=True)}
-        pgn = P._pgn_maps(apply_fn, plain, images, head, ps=tuple(cfg.ps), mode=cfg.mode,
-                          penultimate=cfg.pgn_penultimate, log=False)[0]
+        pgn = P.pgn_maps(apply_fn, plain, images, ps=cfg.ps, mode=cfg.mode, head=head,
+                         penultimate=cfg.pgn_penultimate)
         maps.update({n: pgn[..., i] for i, n in enumerate(names)})
         all_probs = {"plain": probs}
         if drop is not None:
@@ -211,10 +212,10 @@ def runtime_rows(models: dict, cfg: Config) -> list[dict]:
     forward = jax.jit(lambda v, x: jax.nn.softmax(apply_fn(v, x)["logits"], -1))
     mc = jax.jit(lambda v, x, k: sampling_uncertainty(jax.vmap(
         lambda kk: drop_fn(v, x, dropout_rng=kk)["logits"])(jax.random.split(k, cfg.mc_samples))))
-    last = lambda v, x: P._pgn_maps(apply_fn, v, x, head, ps=tuple(cfg.ps), mode=cfg.mode,  # noqa: E731
-                                    penultimate=False, log=False)
-    both = lambda v, x: P._pgn_maps(apply_fn, v, x, head, ps=tuple(cfg.ps), mode=cfg.mode,  # noqa: E731
-                                    penultimate=True, log=False)
+    last = lambda v, x: P.pgn_maps(apply_fn, v, x, ps=cfg.ps, mode=cfg.mode, head=head,  # noqa: E731
+                                   penultimate=False)
+    both = lambda v, x: P.pgn_maps(apply_fn, v, x, ps=cfg.ps, mode=cfg.mode, head=head,  # noqa: E731
+                                   penultimate=True)
     r = cfg.timing_repeats
     t_fwd = timed(forward, plain, x, repeats=r)[1]
     rows = [("forward", t_fwd), ("mc_dropout", timed(mc, drop, x, key, repeats=r)[1]),
@@ -262,19 +263,6 @@ def _strip(rows):
     return [{k: v for k, v in r.items() if k != "curves"} for r in rows]
 
 
-class _First:
-    """The first `n` samples of a source."""
-
-    def __init__(self, source, n):
-        self.source, self.n = source, len(source) if n is None else min(n, len(source))
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return self.source[i]
-
-
 def checkpoint_models(args):
     """`({name: (apply_fn, variables)}, (height, width), palette)` of real checkpoints."""
     from jaxdepth.cli.predict_segmentation import _palette
@@ -304,7 +292,7 @@ def real_sources(args, height, width):
     test = ood = None
     track = ood_metrics.ANOMALY_TRACK
     if args.cityscapes_root:
-        test = _First(cityscapes.Cityscapes(args.cityscapes_root, args.cityscapes_split,
+        test = First(cityscapes.Cityscapes(args.cityscapes_root, args.cityscapes_split,
                                             height=height, width=width), args.limit)
     if args.smiyc_root:
         name, split, kind = SMIYC[args.smiyc_dataset]
@@ -315,7 +303,7 @@ def real_sources(args, height, width):
             data = smiyc.FishyscapesLAF(args.smiyc_root, args.laf_root, **kw)
         else:
             data = getattr(smiyc, name)(args.smiyc_root, **kw)
-        ood = _First(data, args.limit)
+        ood = First(data, args.limit)
         track = ood_metrics.ANOMALY_TRACK if kind == "anomaly" else ood_metrics.OBSTACLE_TRACK
     return test, ood, track
 

@@ -33,7 +33,22 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-__all__ = ["Loader", "stack_samples", "shard_batch", "color_jitter", "grain_dataset"]
+__all__ = ["Loader", "First", "stack_samples", "shard_batch", "color_jitter", "grain_dataset"]
+
+
+class First:
+    """The first `n` samples of a source (all of them if `n` is None or larger)."""
+
+    def __init__(self, source, n: int | None):
+        self.source, self.n = source, len(source) if n is None else min(n, len(source))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.source[i]
 
 
 def stack_samples(samples: list, _path: str = "") -> Any:

@@ -279,26 +279,14 @@ def _cityscapes_train(height, width, root, split, length):
     name = split or "train"
     base = cityscapes.Cityscapes(root, name, height=height, width=width, labels=True)
     if length is not None:
-        base = _Subset(base, length)
+        from jaxdepth.data.pipeline import First
+        base = First(base, length)
     # random scale 0.5–2 of the H×W frame, crop H×W, flip (the step does not augment)
     transform = functools.partial(cityscapes.train_transform, crop_size=(height, width))
     cast = lambda sample, rng: _IntLabels._cast(transform(sample, rng))
     desc = f"Cityscapes {name}: {len(base)} images at {height}x{width}, 19 classes"
     return TrainData(base, cast, desc, "cityscapes", "segmentation",
                      _KEYS["segmentation"], (height, width), name, False, None, 80.0)
-
-
-class _Subset:
-    def __init__(self, base, n):
-        self.base, self.n = base, min(n, len(base))
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        if not 0 <= i < self.n:
-            raise IndexError(i)
-        return self.base[i]
 
 
 def _kitti_train(needs, keys, height, width, root, split, length, gt, gt_root, image_ext,
