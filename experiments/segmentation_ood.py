@@ -265,7 +265,7 @@ def _strip(rows):
 
 def checkpoint_models(args):
     """`({name: (apply_fn, variables)}, (height, width), palette)` of real checkpoints."""
-    from jaxdepth.cli.predict_segmentation import _palette
+    from jaxdepth.data.segmentation import palette_of
     from jaxdepth.export import load_checkpoint
 
     if args.checkpoint is None:
@@ -281,7 +281,7 @@ def checkpoint_models(args):
     for i, path in enumerate(args.ensemble_checkpoints or [], 1):
         models[f"member{i}"] = (model.apply, load_checkpoint(path)[1])
     size = (args.height or int(meta["height"]), args.width or int(meta["width"]))
-    return models, size, _palette(int(meta["num_classes"]), meta.get("class_names"))
+    return models, size, palette_of(int(meta["num_classes"]), meta.get("class_names"))
 
 
 def real_sources(args, height, width):

@@ -13,18 +13,6 @@ from jaxdepth.cli.errors import CLIError
 DEFAULT_METHOD = "pgn"
 
 
-def _palette(n: int, names):
-    import numpy as np
-
-    from jaxdepth.data import cityscapes, segmentation
-    if names is not None and tuple(names) == tuple(segmentation.SYNTHETIC_CLASSES):
-        return segmentation.SYNTHETIC_PALETTE
-    if names is not None and tuple(names) == tuple(cityscapes.TRAIN_CLASSES):
-        return np.asarray(cityscapes.PALETTE, np.uint8)
-    rng = np.random.default_rng(0)  # any other class list: fixed distinct colours
-    return rng.integers(40, 256, size=(n, 3)).astype(np.uint8)
-
-
 def offered(meta, variables) -> list[str]:
     from jaxdepth.uncertainty.segmentation import SEGMENTATION_METHODS
     out = []
@@ -73,7 +61,8 @@ def run(args, paths, model, variables, meta) -> int:
                              samples=args.samples)
     key = jax.random.PRNGKey(args.seed)
     names = meta.get("class_names")
-    palette = _palette(int(meta["num_classes"]), names)
+    from jaxdepth.data.segmentation import palette_of
+    palette = palette_of(int(meta["num_classes"]), names)
     height, width = int(meta["height"]), int(meta["width"])
     label = f"{method}: {_label_of(method, args)}"
     args.out.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,8 @@ from .synthetic import layout as _layout
 __all__ = ["IGNORE_LABEL", "OOD_IN", "OOD_ANOMALY", "OOD_VOID", "OOD_ROIS",
            "SYNTHETIC_CLASSES", "SYNTHETIC_PALETTE", "SYNTHETIC_TO_CITYSCAPES",
            "train_labels", "ood_labels", "colorize", "read_rgb", "read_label_png",
-           "resize_image", "resize_label", "resize_sample", "SyntheticSegmentation"]
+           "resize_image", "resize_label", "resize_sample", "load_frame", "palette_of",
+           "SyntheticSegmentation"]
 
 IGNORE_LABEL = 255          #: train id of void / ignored pixels
 OOD_IN, OOD_ANOMALY, OOD_VOID = 0, 1, 255   #: values of an ``ood`` map (SMIYC convention)
@@ -116,6 +117,18 @@ def colorize(label, palette, *, ignore_color=(0, 0, 0)) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- files
+def palette_of(num_classes: int, class_names=None) -> np.ndarray:
+    """``[C, 3]`` uint8 display colours of a model's classes: the scenes' or Cityscapes'
+    palette when ``class_names`` are theirs, else fixed distinct random colours."""
+    from .cityscapes import PALETTE, TRAIN_CLASSES
+
+    if class_names is not None and tuple(class_names) == SYNTHETIC_CLASSES:
+        return SYNTHETIC_PALETTE
+    if class_names is not None and tuple(class_names) == tuple(TRAIN_CLASSES):
+        return np.asarray(PALETTE, np.uint8)
+    return np.random.default_rng(0).integers(40, 256, size=(num_classes, 3)).astype(np.uint8)
+
+
 def read_rgb(path) -> np.ndarray:
     """An 8-bit image file -> float32 RGB ``[H, W, 3]`` in [0, 1]. The pixels are PIL's
     (``np.asarray(Image.open(path))``, as SegmentMeIfYouCan reads them; the PNG gamma
