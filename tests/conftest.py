@@ -30,7 +30,16 @@ def cheap_compilation():
 def full_compilation():
     """Modules that pin exact float values of the optimised programs users run (the
     procedural scenes' pixels): compile them with XLA's optimisations on."""
+    from jaxdepth.data.synthetic import source
+
+    def forget():  # the renderer keeps its compiled programs: drop the cheap ones
+        for fn in (source._finish_fn, source._render_fn, source._compiled, source._scene_fn):
+            fn.cache_clear()
+        jax.clear_caches()
+
     previous = bool(jax.config.values.get("jax_disable_most_optimizations", False))
     jax.config.update("jax_disable_most_optimizations", False)
+    forget()
     yield
     jax.config.update("jax_disable_most_optimizations", previous)
+    forget()
