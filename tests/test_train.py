@@ -67,6 +67,27 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     np.testing.assert_array_equal(state["w"], np.ones(3))
 
 
+def test_checkpoint_interval_rule_and_time_floor(tmp_path):
+    """Steps on the `save_every` grid are saved; with a time floor a grid
+    step closer than `min_interval_s` to the last save is skipped, a forced one never;
+    the trainers' rule is 20 per run and, for runs keeping one step, at most one a
+    minute."""
+    state = {"w": jnp.ones(2)}
+    saved = {}
+    for floor in (0.0, 3600.0):
+        d = tmp_path / str(floor)
+        with Checkpointer(d, {}, save_every=2, keep=None, asynchronous=False,
+                          min_interval_s=floor) as ckpt:
+            for step in range(1, 7):
+                ckpt.save(step, state, force=step == 6)
+            saved[floor] = ckpt.all_steps()
+    # (orbax also saves a run's first step)
+    assert saved == {0.0: [1, 2, 4, 6], 3600.0: [6]}
+    assert RunConfig(steps=1000).save_every == 50 and RunConfig(steps=7).save_every == 1
+    from jaxdepth.train.config import SAVE_MIN_SECONDS
+    assert SAVE_MIN_SECONDS == 60.0
+
+
 @pytest.fixture(scope="module")
 def log_run():
     """One compiled Log-variant train step shared by the training tests."""

@@ -15,7 +15,9 @@ reason.
 Learning rate: Adam with one step decay, `lr` until update `int(lr_drop_at · steps)`,
 then `lr · lr_decay` (Monodepth2: ×0.1 after 15 of 20 epochs), an optax schedule whose
 values live in the train state (`jaxdepth.train.state`), so that runs that differ only
-in seeds, steps, learning rate or data size share one compiled step.
+in seeds, steps, learning rate or data size share one compiled step. MonoViT's optimiser
+(`jaxdepth.train.state`, `"monovit"`) instead decays `lr` ×0.9 per epoch of
+`epoch_steps` updates, the encoder at half the rate.
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ from collections.abc import Mapping
 from typing import Any
 
 DATA = ("synthetic", "kitti", "nyu", "cityscapes")
+
+
+SAVE_MIN_SECONDS = 60.0  # the least time between two checkpoints of a run (RunConfig.save_every)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +73,18 @@ class RunConfig:
         return int(self.lr_drop_at * self.steps)
 
     @property
+    def epoch_steps(self) -> int:
+        """Updates per epoch, `train_size // batch_size` (at least 1): the period of
+        MonoViT's per-epoch learning-rate decay (`jaxdepth.train.state`, optimiser
+        `"monovit"`). For real data `jaxdepth train` sets `train_size` of a MonoViT run to
+        the number of training frames."""
+        return max(1, self.train_size // self.batch_size)
+
+    @property
     def save_every(self) -> int:
-        """The checkpoint interval of every trainer: 20 checkpoints per run."""
+        """The checkpoint interval of every trainer: 20 checkpoints per run, at most one
+        per `SAVE_MIN_SECONDS` (`train.checkpoint.Checkpointer(min_interval_s=...)`)
+        unless the run keeps several steps (Snap's snapshots sit on this grid)."""
         return max(1, self.steps // 20)
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,9 +7,10 @@ A run lives in `root/<name>-<digest of cfg.to_dict()>` (or the `directory` given
 name defaults to one derived from the config, `jaxdepth.train.recipes.run_name`, so two
 experiments that train the same config share its run): its
 orbax steps (`jaxdepth.train.checkpoint.Checkpointer`: train state, config and the input
-pipeline's position; 20 checkpoints per run, `RunConfig.save_every`) and, once finished,
-the exported model beside them (`jaxdepth.export`), which `jaxdepth predict --checkpoint
-DIR` loads. Running the same config again resumes a killed run exactly; a directory
+pipeline's position; 20 checkpoints per run, at most one a minute,
+`RunConfig.save_every`) and, once finished, the exported model beside them
+(`jaxdepth.export`), which `jaxdepth predict --checkpoint DIR` loads. Running the same
+config again resumes a killed run exactly; a directory
 written with another config is refused (`ConfigMismatch`). A run that is not finished
 and may not be trained (`train=False`) raises `RunNotFinished`.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 import jax
 
 from jaxdepth.train.checkpoint import Checkpointer
+from jaxdepth.train.config import SAVE_MIN_SECONDS
 
 __all__ = ["RunNotFinished", "digest", "run_dir", "train_or_load", "export_run", "restore_variables",
            "snapshot_variables", "load_run", "depth_variables"]
@@ -78,7 +80,8 @@ def train_or_load(name: str | None, cfg, root=None, *, init_state, step, data=No
     run = cfg.run
     directory = Path(directory) if directory is not None else run_dir(root, name, cfg)
     name = name or directory.name.rsplit("-", 1)[0]
-    with Checkpointer(directory, cfg.to_dict(), save_every=run.save_every, keep=keep) as ckpt:
+    with Checkpointer(directory, cfg.to_dict(), save_every=run.save_every, keep=keep,
+                      min_interval_s=SAVE_MIN_SECONDS if keep == 1 else 0.0) as ckpt:
         if ckpt.latest_step == run.steps:
             state = {**restore_variables(directory, run.steps), "step": run.steps}
             if progress:
