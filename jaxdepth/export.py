@@ -8,10 +8,13 @@
 On disk:
 
     DIR/meta.json     {"format": "jaxdepth", "version": 1,
-                       "architecture": "DepthNet" (absent in older files: DepthNet),
+                       "architecture": "DepthNet" | "MonoViT" (absent in older files:
+                                       DepthNet),
                        "model": the architecture's keyword arguments (DepthNet: num_layers,
                                 width, log_sigma, dropout_rate, metric, min_depth, max_depth,
-                                sigma_activation),
+                                sigma_activation, encoder_taps (absent in older files:
+                                false); MonoViT: size, width, log_sigma, dropout_rate, metric,
+                                min_depth, max_depth, sigma_activation, unused_convs),
                        "height", "width": the input size the model was trained at,
                        "variant": "plain" | "uncertconv", "metric": bool,
                        "use_stereo": bool | null,
@@ -63,7 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from jaxdepth.models import DepthNet, ResNetEncoder, encoder_channels
+from jaxdepth.models import DepthNet, MonoViT, ResNetEncoder, encoder_channels
 from jaxdepth.models.segmentation import DeepLabV3, DeepLabV3Plus
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ARCHITECTURES", "CheckpointError", "save_checkpoint",
@@ -73,7 +76,8 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "ARCHITECTURES", "CheckpointError", "save
 FORMAT = "jaxdepth"
 FORMAT_VERSION = 1
 #: architecture name in meta.json → Flax module class
-ARCHITECTURES = {"DepthNet": DepthNet, "DeepLabV3": DeepLabV3, "DeepLabV3Plus": DeepLabV3Plus}
+ARCHITECTURES = {"DepthNet": DepthNet, "MonoViT": MonoViT, "DeepLabV3": DeepLabV3,
+                 "DeepLabV3Plus": DeepLabV3Plus}
 #: architectures whose checkpoints are `"task": "segmentation"`
 SEGMENTATION_ARCHITECTURES = ("DeepLabV3", "DeepLabV3Plus")
 _PROBE = (1, 64, 64, 3)  # any multiple of 32 gives the same variable shapes

@@ -1,7 +1,9 @@
 """`jaxdepth convert monodepth2 ...`: released Monodepth2-format PyTorch weights → a
 jaxdepth checkpoint (`jaxdepth.convert.monodepth2`; written through `jaxdepth.export`).
 `jaxdepth convert deeplabv3 --weights FILE.pth --out DIR`: a torchvision DeepLabV3 state
-dict → a segmentation checkpoint (`jaxdepth.convert.deeplabv3`)."""
+dict → a segmentation checkpoint (`jaxdepth.convert.deeplabv3`).
+`jaxdepth convert monovit --encoder encoder.pth --depth depth.pth --out DIR`: released MonoViT
+weights → a MonoViT checkpoint (`jaxdepth.convert.monovit`)."""
 from __future__ import annotations
 
 import argparse
@@ -25,7 +27,7 @@ def _snapshots(text: str) -> list[int]:
 def add_parser(sub) -> None:
     conv = sub.add_parser("convert", help="convert PyTorch weights into a jaxdepth checkpoint")
     conv_sub = conv.add_subparsers(dest="format", required=True,
-                                   metavar="{monodepth2,deeplabv3}")
+                                   metavar="{monodepth2,deeplabv3,monovit}")
     m = conv_sub.add_parser(
         "monodepth2", help="Monodepth2-format encoder.pth + depth.pth (plain, uncertconv, NYU metric)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -60,6 +62,7 @@ def add_parser(sub) -> None:
     m.add_argument("--max-depth", type=float, default=100.0, help="disp_to_depth maximum (100)")
     m.add_argument("--overwrite", action="store_true", help="replace a checkpoint at --out")
     _add_deeplabv3_parser(conv_sub)
+    _add_monovit_parser(conv_sub)
 
 
 def _class_names(text: str):
@@ -110,9 +113,53 @@ def _run_deeplabv3(args) -> int:
     return 0
 
 
+# = sorted(jaxdepth.models.monovit.SIZES), spelled out so that `--help` imports no Flax
+_MONOVIT_SIZES = ("mpvit_tiny", "small", "tiny", "xsmall")
+
+
+def _add_monovit_parser(conv_sub) -> None:
+    v = conv_sub.add_parser(
+        "monovit", help="MonoViT encoder.pth + depth.pth (MPViT encoder, HR-Depth decoder)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Convert the released MonoViT weights (zxcqlf/MonoViT: an MPViT-small encoder and\n"
+            "the HR-Depth decoder) into a jaxdepth MonoViT checkpoint. The size is read from the\n"
+            "tensor shapes (the released files: small); duplicated tensors are checked to be\n"
+            "equal. Needs torch to read .pth files (weights_only=True: a file cannot run code)."))
+    v.add_argument("--encoder", type=Path, required=True, help="encoder.pth")
+    v.add_argument("--depth", type=Path, required=True, help="depth.pth")
+    v.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    v.add_argument("--size", choices=_MONOVIT_SIZES,
+                   help="model size (default: read from the shapes)")
+    v.add_argument("--model-width", type=float,
+                   help="channel multiplier of the size (default: read from the shapes)")
+    v.add_argument("--height", type=int, help="training height, if the encoder file stores none")
+    v.add_argument("--width", type=int, help="training width, if the encoder file stores none")
+    v.add_argument("--min-depth", type=float, default=0.1, help="disp_to_depth minimum (0.1)")
+    v.add_argument("--max-depth", type=float, default=100.0, help="disp_to_depth maximum (100)")
+    v.add_argument("--overwrite", action="store_true", help="replace a checkpoint at --out")
+
+
+def _run_monovit(args) -> int:
+    from jaxdepth.convert.monovit import convert_monovit
+    from jaxdepth.export import load_checkpoint
+    out = convert_monovit(args.encoder, args.depth, args.out, size=args.size,
+                          model_width=args.model_width, height=args.height, width=args.width,
+                          min_depth=args.min_depth, max_depth=args.max_depth,
+                          overwrite=args.overwrite)
+    meta = json.loads((Path(out) / "meta.json").read_text())
+    m = meta["model"]
+    print(f"wrote {out}: MonoViT {m['size']} (width {m['width']:g}), {meta['variant']} decoder"
+          f", input {meta['height']}x{meta['width']}, use_stereo={meta['use_stereo']}")
+    load_checkpoint(out)  # read back once: the checkpoint is usable
+    return 0
+
+
 def run(args) -> int:
     if args.format == "deeplabv3":
         return _run_deeplabv3(args)
+    if args.format == "monovit":
+        return _run_monovit(args)
     from jaxdepth.convert import convert_monodepth2, convert_monodepth2_folder, load_checkpoint
     common = dict(metric=args.metric, height=args.height, width=args.width,
                   min_depth=args.min_depth, max_depth=args.max_depth, overwrite=args.overwrite)

@@ -148,7 +148,7 @@ def _split_taps(args):
     and accept comma-separated taps."""
     taps, moved = [], []
     for item in args.taps:
-        if not re.fullmatch(r"[A-Za-z_]*\d*(,[A-Za-z_]*\d*)*", item) or Path(item).exists():
+        if not re.fullmatch(r"\w*(,\w*)*", item) or Path(item).exists():
             moved.append(item)
         else:
             taps += [t for t in item.split(",") if t]
@@ -206,10 +206,7 @@ def _make_method(args, model, variables, meta):
     opts = options.method_options(args)
     opts = dataclasses.replace(opts, to_depth=args.to_depth)
     if key == "grad":
-        from jaxdepth.models import TAPS
-        bad = [t for t in opts.taps if t not in TAPS]
-        if bad:
-            raise CLIError(f"unknown tap(s) {bad}; choose from {', '.join(TAPS)}")
+        model, opts = _grad_taps(model, opts)
     reason = M.unsupported(key, info, opts)
     if reason:
         offered = ", ".join(M.supported_methods(info))
@@ -217,6 +214,27 @@ def _make_method(args, model, variables, meta):
     rng = jax.random.PRNGKey(args.seed)
     fn = M.method(key, model.apply, variables, opts, info=info)
     return (lambda x: fn(x, rng)), key, opts, info
+
+
+def _grad_taps(model, opts):
+    """Check `--taps` against the model's tap names; the default (`dec6`, Monodepth2's)
+    becomes the model's own `default_tap` (MonoViT: `X_13_Conv_0`); a DepthNet asked for
+    an encoder tap (`enc0`…`enc4`) is cloned with `encoder_taps=True`."""
+    import dataclasses
+
+    from jaxdepth.models import TAPS
+    from jaxdepth.uncertainty.methods import MethodOptions
+    names = tuple(getattr(model, "tap_names", TAPS))
+    default = getattr(model, "default_tap", "dec6")
+    if opts.taps == MethodOptions().taps and opts.taps[0] not in names:
+        opts = dataclasses.replace(opts, taps=(default,))
+    bad = [t for t in opts.taps if t not in names]
+    if bad:
+        raise CLIError(f"unknown tap(s) {bad}; choose from {', '.join(names)}")
+    if hasattr(model, "encoder_taps") and not model.encoder_taps and any(
+            t.startswith("enc") for t in opts.taps):
+        model = model.clone(encoder_taps=True)
+    return model, opts
 
 
 def run(args) -> int:

@@ -12,7 +12,14 @@
   - `scales`: tuple over s = 0..3 of dicts with `disp`, `depth`, `raw` (the head
     output before its activation: sigmoid input, or metric depth) and
     `log_sigma`, each `[B,H/2^s,W/2^s,1]`;
-  - `features`: tap name (`dec0`…`dec10`) → activation (see `depth_decoder`).
+  - `features`: tap name (`dec0`…`dec10`) → activation (see `depth_decoder`), and
+    with `encoder_taps=True` also `enc0`…`enc4`, the five encoder outputs (strides 2…32)
+    as the decoder receives them.
+
+`offsets` takes every tap name, `enc0`…`enc4` included (whatever `encoder_taps` says):
+an encoder offset is added to that encoder output before the decoder uses it (the
+encoder's later stages see the unperturbed feature), a decoder offset where the tap is
+produced; so the gradient w.r.t. a zero offset is the gradient w.r.t. the activation.
 """
 from __future__ import annotations
 
@@ -22,9 +29,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdepth.models.depth_decoder import DepthDecoder
+from jaxdepth.models.depth_decoder import TAPS, DepthDecoder
 from jaxdepth.models.init import torch_like_init
 from jaxdepth.models.resnet import ResNetEncoder
+
+#: the five encoder outputs (ResNet: conv1 after ReLU, layer1 … layer4)
+ENCODER_TAPS = tuple(f"enc{i}" for i in range(5))
 
 
 def disp_to_depth(sigmoid, min_depth: float = 0.1, max_depth: float = 100.0):
@@ -49,6 +59,10 @@ class DepthNet(nn.Module):
         `"sigmoid"` (SUB-Depth's student: σ = sigmoid(head), the second sigmoid
         channel of its DepthDecoderV2 — a 2-channel 3×3 conv is the same function as
         the two 1-channel heads here). `log_sigma` is log σ either way.
+      encoder_taps: also return `enc0`…`enc4` in `features` (off by default, so the
+        `features` of existing models stay the decoder taps; offsets for them work either
+        way). Turn it on to differentiate w.r.t. an encoder feature, e.g.
+        `gradient_uncertainty(model.clone(encoder_taps=True).apply, ..., taps=("enc4",))`.
     """
     num_layers: int = 18
     width: float = 1.0
@@ -58,6 +72,12 @@ class DepthNet(nn.Module):
     min_depth: float = 0.1
     max_depth: float = 100.0
     sigma_activation: str = "exp"
+    encoder_taps: bool = False
+
+    #: the tap of the paper (Hornauer & Belagiannis): upconv(1,0) at H/4
+    default_tap = "dec6"
+    #: every name `offsets` takes (`features` holds the encoder ones with `encoder_taps`)
+    tap_names = ENCODER_TAPS + TAPS
 
     def setup(self):
         self.encoder = ResNetEncoder(self.num_layers, self.width)
@@ -75,8 +95,18 @@ class DepthNet(nn.Module):
         if images.shape[1] % 32 or images.shape[2] % 32:
             raise ValueError(f"image height and width must be multiples of 32, got "
                              f"{images.shape[1]}×{images.shape[2]}")
-        features = self.encoder(images, train=train)
-        dec = self.decoder(features, offsets, dropout_rng, dropout_rate)
+        offsets = dict(offsets or {})
+        unknown = set(offsets) - set(self.tap_names)
+        if unknown:
+            raise ValueError(f"unknown tap(s) {sorted(unknown)}; expected names from "
+                             f"{self.tap_names}")
+        features = list(self.encoder(images, train=train))
+        enc = {}
+        for k, name in enumerate(ENCODER_TAPS):
+            features[k] = DepthDecoder._offset(features[k], name, offsets)
+            enc[name] = features[k]
+        dec = self.decoder(tuple(features), {k: v for k, v in offsets.items() if k not in enc},
+                           dropout_rng, dropout_rate)
         scales = []
         for s, raw in enumerate(dec["heads"]):
             if self.metric:
@@ -94,8 +124,9 @@ class DepthNet(nn.Module):
                                      f"{self.sigma_activation!r}")
                 entry["log_sigma"] = head
             scales.append(entry)
+        taps = {**enc, **dec["features"]} if self.encoder_taps else dec["features"]
         out = {"disp": scales[0]["disp"], "depth": scales[0]["depth"],
-               "scales": tuple(scales), "features": dec["features"]}
+               "scales": tuple(scales), "features": taps}
         if self.log_sigma:
             out["log_sigma"] = scales[0]["log_sigma"]
         return out
