@@ -9,12 +9,18 @@
     jaxdepth convert monodepth2 --folder FOLDER --out DIR [--weights weights_19]
                                 [--snapshots 12-19]
     jaxdepth convert deeplabv3 --weights FILE.pth --out DIR [--class-names voc]
+    jaxdepth convert monovit --encoder encoder.pth --depth depth.pth --out DIR
+    jaxdepth calibrate --checkpoint DIR --method NAME --data synthetic|kitti|nyu
+                       [--data-root DIR] [--split NAME|FILE] [--images N] [--levels ...]
+                       [--relative] [--holdout F] --out FILE
 
 `train` (`jaxdepth.cli.train`) trains any recipe on the procedural scenes, KITTI raw,
 NYU or Cityscapes and exports the model into its run directory; `predict`
 (`jaxdepth.cli.predict`) writes depth (or class) and uncertainty maps for your images with
-any checkpoint; `convert` (`jaxdepth.cli.convert`) turns released Monodepth2-format or
-torchvision DeepLabV3 PyTorch weights into a checkpoint. A user error prints one line `jaxdepth: error: ...` and exits with 2.
+any checkpoint; `convert` (`jaxdepth.cli.convert`) turns released Monodepth2-format,
+MonoViT or torchvision DeepLabV3 PyTorch weights into a checkpoint; `calibrate`
+(`jaxdepth.cli.calibrate`) fits error bars in metres with a coverage guarantee for a
+method's uncertainty (docs/calibration.md). A user error prints one line `jaxdepth: error: ...` and exits with 2.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ import os
 import sys
 
 from jaxdepth import runtime
-from jaxdepth.cli import convert, predict, train
+from jaxdepth.cli import calibrate, convert, predict, train
 from jaxdepth.cli.errors import CLIError
 from jaxdepth.cli.options import (add_kitti_arguments, add_method_arguments, kitti_config,
                                   method_options)
@@ -32,13 +38,14 @@ from jaxdepth.cli.predict import IMAGE_EXTENSIONS, collect_images
 __all__ = ["main", "build_parser", "CLIError", "collect_images", "IMAGE_EXTENSIONS",
            "add_method_arguments", "method_options", "add_kitti_arguments", "kitti_config"]
 
-_COMMANDS = {"train": train, "predict": predict, "convert": convert}
+_COMMANDS = {"train": train, "predict": predict, "convert": convert, "calibrate": calibrate}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxdepth", description=(
         "Post hoc gradient-based uncertainty for monocular depth networks."))
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,predict,convert}")
+    sub = p.add_subparsers(dest="command", required=True,
+                           metavar="{train,predict,convert,calibrate}")
     for module in _COMMANDS.values():
         module.add_parser(sub)
     return p
