@@ -34,9 +34,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxdepth import cli, report, viz  # noqa: E402
+from jaxdepth import calibration, cli, report, viz  # noqa: E402
 from jaxdepth.data.synthetic import SyntheticSource  # noqa: E402
-from jaxdepth.evaluation import SYNTHETIC, Evaluator, Row, evaluate  # noqa: E402
+from jaxdepth.evaluation import SYNTHETIC, Evaluator, Row, evaluate, prepare  # noqa: E402
 from jaxdepth.train import distill, recipes, runs, selfsup, supervised  # noqa: E402
 from jaxdepth.train.config import RunConfig  # noqa: E402
 from jaxdepth.uncertainty.methods import MethodOptions, ModelInfo, method  # noqa: E402
@@ -61,6 +61,7 @@ class Config:
     test_images: int = 64
     eval_batch: int = 8
     panels: int = 4
+    calibration_images: int = 32   # the calibration split (val) of the error bounds; 0: none
     seed: int = 0
 
     def run(self, steps: int | None = None) -> RunConfig:
@@ -70,7 +71,7 @@ class Config:
 
 
 QUICK = Config(steps=6, boot=2, test_images=4, height=32, width=96, model_width=0.125,
-               eval_batch=4, panels=1)
+               eval_batch=4, panels=1, calibration_images=4)
 
 
 def parse_args(argv=None):
@@ -99,6 +100,8 @@ def parse_args(argv=None):
                    help="bootstrap size of the self-supervised Boot rows (default: --boot)")
     p.add_argument("--seed", type=int)
     p.add_argument("--panels", type=int, help="test images drawn as PNG panels")
+    p.add_argument("--calibration-images", type=int,
+                   help="images of the calibration split (val) for the error bounds (0: none)")
     p.add_argument("--no-train", action="store_true", help="fail instead of training")
     cli.add_method_arguments(p, variance_weight=2.0)
     cli.add_kitti_arguments(p)
@@ -229,22 +232,92 @@ def selfsup_table_rows(cfg: Config, configs, models, mode: str) -> list[Row]:
 
 
 def evaluate_rows(rows, cfg: Config):
-    """Run every row on the synthetic test split: the Evaluator and, for the first
-    batch, the inputs, ground truth and each row's estimate (for the panels)."""
+    """Run every row on the synthetic test split: the Evaluator, for the first batch the
+    inputs, ground truth and each row's estimate (for the panels), and each row's valid
+    test pixels `(scores, errors [m], depth [m])` under its protocol (for the bounds)."""
     source = SyntheticSource("test", seed=cfg.seed, height=cfg.height, width=cfg.width,
                              length=cfg.test_images, keys=("image", "depth"))
-    ev, panels = Evaluator(SYNTHETIC), {"estimates": {}}
+    ev, panels, pixels = Evaluator(SYNTHETIC), {"estimates": {}}, {}
 
     def add(row, est, samples, idx):
         gt = np.stack([s["depth"] for s in samples])
         ev.add(row.model, row.method, est, gt, protocol=row.protocol)
+        pred, unc, valid = (np.asarray(x) for x in prepare(est, gt, row.protocol or SYNTHETIC))
+        valid = valid & np.isfinite(unc)
+        g = gt[..., 0] if gt.ndim == 4 else gt
+        part = (unc[valid], np.abs(pred - g)[valid], pred[valid])
+        pixels.setdefault((row.model, row.method), []).append(part)
         if idx[0] == 0:
-            panels.update(image=np.stack([s["image"] for s in samples]), gt=gt[..., 0])
+            panels.update(image=np.stack([s["image"] for s in samples]), gt=g)
             panels["estimates"][(row.model, row.method)] = est
 
     evaluate(rows, source, batch_size=cfg.eval_batch, add=add, seed=cfg.seed, batch_keys=False,
              timer=lambda row, s, n: ev.time(row.model, row.method, s, n))
-    return ev, panels
+    pixels = {k: tuple(np.concatenate(x) for x in zip(*v)) for k, v in pixels.items()}
+    return ev, panels, pixels
+
+
+def calibrate_rows(rows, cfg: Config, test_pixels):
+    """Error bounds in metres for every row (`jaxdepth.calibration`): fitted on the
+    `calibration_images` of the val split (disjoint from the test split; the row's
+    protocol, relative errors for median-scaled rows), checked on the test pixels, against
+    a constant bound fitted on the same calibration pixels. Returns `(entries, fits)`:
+    the `results.json` "calibration" entries and `{(model, method): Calibration}`."""
+    from jaxdepth.cli.calibrate import collect_pixels
+
+    source = SyntheticSource("val", seed=cfg.seed, height=cfg.height, width=cfg.width,
+                             length=cfg.calibration_images, keys=("image", "depth"))
+    entries, fits = [], {}
+    for row in rows:
+        protocol = row.protocol or SYNTHETIC
+        relative = protocol.scaling == "median"  # its scale comes from the gt: relative bounds
+        s, e, d, _ = collect_pixels(row.fn, source, protocol, batch_size=cfg.eval_batch,
+                                    seed=cfg.seed, label=f"calibrate {row.model} {row.method}")
+        target = e / d if relative else e
+        cal = calibration.fit(s, target, relative=relative, method=row.method, model=row.model)
+        const = calibration.fit(np.zeros_like(s), target, relative=relative, bins=1)
+        ts, te, td = test_pixels[(row.model, row.method)]
+        got = calibration.evaluate(cal, ts, te, depth=td)
+        flat = calibration.evaluate(const, np.zeros_like(ts), te, depth=td)
+        entries.append({
+            "model": row.model, "method": row.method, "relative": relative,
+            "coverage": {k: v["coverage"] for k, v in got.items()},
+            "mean_bound_m": {k: v["mean_bound"] for k, v in got.items()},
+            "constant_bound_m": {k: v["mean_bound"] for k, v in flat.items()},
+            "constant_coverage": {k: v["coverage"] for k, v in flat.items()},
+            "calibration_pixels": int(s.size), "test_pixels": int(ts.size)})
+        fits[(row.model, row.method)] = cal
+    return entries, fits
+
+
+def calibration_table(entries, level: str = "0.9") -> str:
+    """Coverage and mean width of the calibrated bound at `level` per row, against the
+    constant bound fitted on the same calibration pixels."""
+    head = (f"Error bounds at {float(level):.0%} (fitted on the val split, measured on the "
+            "test split)")
+    lines = [head, f"{'Model':<10} {'Method':<9} {'coverage':>9} {'mean bound [m]':>15} "
+             f"{'constant: coverage':>19} {'bound [m]':>10}"]
+    for r in entries:
+        lines.append(f"{r['model']:<10} {r['method']:<9} {r['coverage'][level]:>9.3f} "
+                     f"{r['mean_bound_m'][level]:>15.3f} {r['constant_coverage'][level]:>19.3f} "
+                     f"{r['constant_bound_m'][level]:>10.3f}")
+    return "\n".join(lines)
+
+
+def save_calibration_pngs(out, entries, fits, panels, level: float = 0.9):
+    """`reliability.png` (observed vs nominal coverage of every row) and
+    `error_bars.png` (Reg Grad on the first test image: depth, bound, true error)."""
+    viz.plot_reliability(out / "reliability.png",
+                         {f"{r['model']}: {r['method']}": r["coverage"] for r in entries})
+    key = ("Reg", "Grad") if ("Reg", "Grad") in fits else next(iter(fits))
+    est, gt = panels["estimates"][key], panels["gt"][0]
+    depth = np.asarray(est.depth[0, ..., 0])
+    bound = fits[key].error_bound(np.asarray(est.uncertainty[0, ..., 0]), level,
+                                  depth=depth if fits[key].relative else None)
+    valid = (gt > SYNTHETIC.gt_min) & (gt < (SYNTHETIC.gt_max or np.inf))
+    error = np.where(valid, np.abs(depth - gt), np.nan)
+    viz.save_error_bar_panel(out / "error_bars.png", panels["image"][0], depth, bound, error,
+                             level=level, title=f"{key[0]}: {key[1]}")
 
 
 def save_panels(out, panels, n):
@@ -282,7 +355,8 @@ def main(argv=None):
     models, snaps, collapsed = train_models(cfg, configs, args.checkpoints,
                                             train=not args.no_train)
     t_train = time.perf_counter() - t_start
-    ev, panels = evaluate_rows(build_rows(cfg, configs, models, snaps), cfg)
+    table_rows = build_rows(cfg, configs, models, snaps)
+    ev, panels, pixels = evaluate_rows(table_rows, cfg)
     rows = ev.rows()
     title = (f"Uncertainty on procedural street scenes ({cfg.height}×{cfg.width}, "
              f"{cfg.test_images} test images, DepthNet ResNet-{cfg.num_layers} "
@@ -296,8 +370,14 @@ def main(argv=None):
               "protocol": dataclasses.asdict(SYNTHETIC),
               "models": {k: c.to_dict() for k, c in configs.items()},
               "device": jax.devices()[0].device_kind, "train_seconds": t_train}
-    report.write_results(out, rows, ev.curves(), config, title, note=note)
+    entries, fits = (calibrate_rows(table_rows, cfg, pixels) if cfg.calibration_images
+                      else ([], {}))
+    report.write_results(out, rows, ev.curves(), config, title, note=note,
+                         extra={"calibration": entries} if entries else None,
+                         tables=[calibration_table(entries)] if entries else ())
     save_panels(out, panels, cfg.panels)
+    if entries:
+        save_calibration_pngs(out, entries, fits, panels)
     print(f"wrote {out / 'results.json'} and PNGs; total {time.perf_counter() - t_start:.0f} s "
           f"(training/loading {t_train:.0f} s)")
     return rows

@@ -35,10 +35,12 @@ def paper_table(rows: Sequence[dict]) -> str | None:
 
 
 def write_results(out, rows: Sequence[dict], curves: Mapping, config: Mapping, title: str,
-                  paper: bool = True, note: str | None = None) -> Path:
-    """Print the table (`jaxdepth.evaluation.format_table`, `note` on a line below it)
-    and, with `paper`, the "published (paper)" table of the rows that carry `paper`;
-    write `out/table.txt` (the measured table), `out/results.json` (`{"config", "rows"}`)
+                  paper: bool = True, note: str | None = None, extra: Mapping | None = None,
+                  tables: Sequence[str] = ()) -> Path:
+    """Print the table (`jaxdepth.evaluation.format_table`, `note` on a line below it),
+    the further `tables` (already formatted) and, with `paper`, the "published (paper)"
+    table of the rows that carry `paper`; write `out/table.txt` (the measured tables),
+    `out/results.json` (`{"config", "rows"}` and the keys of `extra`)
     and `out/sparsification_<metric>.png` for abs_rel, rmse and a1
     (`jaxdepth.viz.plot_sparsification` of `curves`, `{"Model: Method": {metric: {"x",
     "method", "oracle"}}}`). Returns `out`."""
@@ -48,6 +50,8 @@ def write_results(out, rows: Sequence[dict], curves: Mapping, config: Mapping, t
     table = format_table(rows, title)
     if note:
         table += "\n" + note
+    for more in tables:
+        table += "\n\n" + more
     print(table)
     published = paper_table(rows) if paper else None
     if published:
@@ -56,7 +60,8 @@ def write_results(out, rows: Sequence[dict], curves: Mapping, config: Mapping, t
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.txt").write_text(table + "\n")
     with open(out / "results.json", "w") as f:
-        json.dump({"config": dict(config), "rows": list(rows)}, f, indent=2, default=str)
+        json.dump({"config": dict(config), "rows": list(rows), **dict(extra or {})}, f,
+                  indent=2, default=str)
     for metric in SPARSE_METRICS:
         viz.plot_sparsification(out / f"sparsification_{metric}.png",
                                 {k: v[metric] for k, v in curves.items()}, metric)

@@ -222,11 +222,12 @@ def save_depth_uncertainty_png(path, image, depth, uncertainty, error=None, gt=N
 
 def save_prediction_panel(path, image, depth, uncertainty, *, depth_label: str = "depth [m]",
                           uncertainty_label: str = "uncertainty", title: str | None = None,
-                          dpi: int = 100):
-    """Image | depth | uncertainty with colour bars: depth on a logarithmic scale
+                          bound=None, bound_label: str = "error bound [m]", dpi: int = 100):
+    """Image | depth | uncertainty [| bound] with colour bars: depth on a logarithmic scale
     (near = bright, ``magma_r``; ``depth_label`` names its unit), uncertainty linear
-    (``hot``; ``uncertainty_label`` names its scale). ``image: [H, W, 3]``; ``depth,
-    uncertainty: [H, W]``. Returns ``path``."""
+    (``hot``; ``uncertainty_label`` names its scale), and optionally a calibrated error
+    ``bound`` in metres (``bound_label``). ``image: [H, W, 3]``; ``depth, uncertainty,
+    bound: [H, W]``. Returns ``path``."""
     import textwrap
 
     from matplotlib.colors import LogNorm, Normalize
@@ -237,9 +238,10 @@ def save_prediction_panel(path, image, depth, uncertainty, *, depth_label: str =
     h, w = rgb.shape[:2]
     scale = max(1.0, MIN_PANEL_PX / w)
     cell_w, cell_h = w * scale / dpi, h * scale / dpi
-    fig = Figure(figsize=(3 * cell_w + 3.6, cell_h + 0.9), dpi=dpi, facecolor="white")
+    n = 3 + (bound is not None)
+    fig = Figure(figsize=(n * cell_w + 1.2 * n, cell_h + 0.9), dpi=dpi, facecolor="white")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3, gridspec_kw={"wspace": 0.75})
+    axes = fig.subplots(1, n, gridspec_kw={"wspace": 0.75})
     wrap = lambda text: "\n".join(textwrap.wrap(text, 26))  # noqa: E731
     axes[0].imshow(rgb, interpolation="nearest")
     axes[0].set_title("image", fontsize=9)
@@ -261,10 +263,94 @@ def save_prediction_panel(path, image, depth, uncertainty, *, depth_label: str =
     axes[2].set_title("uncertainty", fontsize=9)
     fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.03).set_label(wrap(uncertainty_label),
                                                                      fontsize=8)
+    if bound is not None:
+        bound = _as_2d("bound", bound)
+        fin = np.isfinite(bound)
+        bhi = float(np.percentile(bound[fin], 98)) if fin.any() else 1.0
+        im = axes[3].imshow(bound, cmap="viridis", interpolation="nearest",
+                            norm=Normalize(vmin=0.0, vmax=max(bhi, 1e-6)))
+        axes[3].set_title("± bound", fontsize=9)
+        fig.colorbar(im, ax=axes[3], fraction=0.046, pad=0.03).set_label(wrap(bound_label),
+                                                                         fontsize=8)
     for ax in axes:
         ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def plot_reliability(path, coverage: Mapping[str, Mapping[str, float]], *,
+                     title: str = "Error-bound reliability", dpi: int = 100):
+    """Reliability diagram of calibrated error bounds: observed coverage (share of test
+    pixels whose error is within the bound) against the nominal level, one line per
+    method, and the diagonal (perfect calibration). ``coverage``: ``{name: {"0.9":
+    observed, ...}}`` (`jaxdepth.calibration.evaluate`'s level keys). Returns ``path``."""
+    if not coverage:
+        raise ValueError("plot_reliability: no coverage given")
+    n = len(coverage)
+    fig = Figure(figsize=(6 + 3 * (n > 8), 4.5), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    if n > 10:
+        ax.set_prop_cycle(color=[matplotlib.colormaps["tab20"](i % 20) for i in range(n)])
+    ax.plot([0, 1], [0, 1], color="0.5", linestyle="--", linewidth=1, label="ideal")
+    for name, cov in coverage.items():
+        levels = sorted(cov, key=float)
+        ax.plot([float(k) for k in levels], [cov[k] for k in levels], marker="o",
+                markersize=3, label=name)
+    ax.set_xlabel("nominal coverage (level)")
+    ax.set_ylabel("observed coverage on the test split")
+    ax.set_xlim(0.4, 1.0)
+    ax.set_ylim(0.4, 1.0)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="center left" if n > 8 else "lower right",
+              bbox_to_anchor=(1.01, 0.5) if n > 8 else None)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def save_error_bar_panel(path, image, depth, bound, error, *, level: float,
+                         title: str | None = None, dpi: int = 100):
+    """Image | depth [m] | the calibrated error bound at ``level`` [m] | the true error
+    |d − d_gt| [m] (grey: no ground truth), bound and error on one colour scale, with the
+    share of valid pixels the bound covers in the title. ``image: [H, W, 3]``; the others
+    ``[H, W]``. Returns ``path``."""
+    from matplotlib.colors import LogNorm, Normalize
+
+    depth, bound, error = (_as_2d(n, x) for n, x in (("depth", depth), ("bound", bound),
+                                                      ("error", error)))
+    rgb = _as_rgb(0, image)
+    h, w = rgb.shape[:2]
+    scale = max(1.0, MIN_PANEL_PX / w)
+    cell_w, cell_h = w * scale / dpi, h * scale / dpi
+    fig = Figure(figsize=(4 * cell_w + 4.4, cell_h + 1.0), dpi=dpi, facecolor="white")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 4, gridspec_kw={"wspace": 0.6})
+    axes[0].imshow(rgb, interpolation="nearest")
+    axes[0].set_title("image", fontsize=9)
+    ok = np.isfinite(depth) & (depth > 0)
+    lo, hi = (np.percentile(depth[ok], (2, 98)) if ok.any() else (0.1, 100.0))
+    im = axes[1].imshow(np.where(ok, depth, np.nan), cmap="magma_r", interpolation="nearest",
+                        norm=LogNorm(vmin=lo, vmax=max(hi, lo * 1.01)))
+    axes[1].set_title("depth", fontsize=9)
+    fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.03).set_label("depth [m]", fontsize=8)
+    valid = np.isfinite(error)
+    both = np.concatenate([bound[np.isfinite(bound)], error[valid]])
+    vmax = float(np.percentile(both, 98)) if both.size else 1.0
+    norm = Normalize(vmin=0.0, vmax=max(vmax, 1e-6))
+    covered = float((error[valid] <= bound[valid]).mean()) if valid.any() else float("nan")
+    for ax, x, name in ((axes[2], bound, f"bound at {level:g} [m]"),
+                        (axes[3], np.where(valid, error, np.nan), "true error [m]")):
+        cmap = matplotlib.colormaps["hot"].with_extremes(bad="0.6")
+        im = ax.imshow(x, cmap=cmap, interpolation="nearest", norm=norm)
+        ax.set_title(name, fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).set_label("metres", fontsize=8)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle((title + "; " if title else "") + f"bound covers {covered:.1%} of the "
+                 "pixels with ground truth", fontsize=9)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
 

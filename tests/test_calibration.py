@@ -308,6 +308,39 @@ def test_calibrate_cli_end_to_end(ckpts, tmp_path, capsys):
     assert np.all(np.isfinite(bound)) and np.all(np.diff(bound) >= 0)
 
 
+def test_predict_writes_bounds_in_metres_and_refuses_another_method(ckpts, tmp_path, capsys):
+    """`jaxdepth predict --calibration FILE`: `<stem>_bound<level>.npy` = the file's bound
+    of the written uncertainty (× depth for a relative one), the panel gains the bound;
+    a file of another method or checkpoint, or an uncalibrated level, is refused."""
+    from PIL import Image
+    cal_file = tmp_path / "post.json"
+    rc, _, err = _run(capsys, "calibrate", "--checkpoint", ckpts["plain"], "--method", "post",
+                      "--data", "synthetic", "--images", 2, "--out", cal_file)
+    assert rc == 0, err
+    img = tmp_path / "street.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 70, 3), np.uint8)).save(img)
+    out = tmp_path / "pred"
+    rc, _, err = _run(capsys, "predict", "--checkpoint", ckpts["plain"], "--method", "post",
+                      "--calibration", cal_file, "--out", out, img)
+    assert rc == 0, err
+    cal = Calibration.load(cal_file)
+    u = np.load(out / "street_uncertainty.npy")
+    for level in cal.levels:
+        b = np.load(out / f"street_bound{level:g}.npy")
+        assert b.shape == (40, 70) and b.dtype == np.float32
+        np.testing.assert_allclose(b, cal.error_bound(u, level), rtol=1e-6)
+    assert (out / "street_panel.png").stat().st_size > 1000
+    rc, _, err = _run(capsys, "predict", "--checkpoint", ckpts["plain"], "--method", "grad",
+                      "--calibration", cal_file, "--out", out, img)
+    assert rc == 2 and "--calibration" in err and err.count("\n") == 1
+    rc, _, err = _run(capsys, "predict", "--checkpoint", ckpts["mono"], "--method", "post",
+                      "--calibration", cal_file, "--out", out, img)
+    assert rc == 2 and "--calibration" in err
+    rc, _, err = _run(capsys, "predict", "--checkpoint", ckpts["plain"], "--method", "post",
+                      "--calibration", cal_file, "--levels", "0.7", "--out", out, img)
+    assert rc == 2 and "not calibrated" in err
+
+
 def test_calibrate_cli_on_a_kitti_tree(ckpts, tmp_path, capsys):
     from kitti_fixtures import write_kitti_raw, write_split
     tree = write_kitti_raw(tmp_path / "kitti", frames=range(5))

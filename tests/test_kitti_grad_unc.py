@@ -35,8 +35,21 @@ def test_quick_run_writes_table_json_and_pngs_then_reuses_checkpoints(experiment
         assert row["ms_per_image"] > 0
         assert {"abs_rel", "rmse", "a1"} <= set(row["depth"])
     assert rows == result["rows"]
+    # error bounds: fitted on the val split, every row, every level, in metres
+    cal = result["calibration"]
+    assert [(r["model"], r["method"]) for r in cal] == pairs
+    for r in cal:
+        for key in ("coverage", "mean_bound_m", "constant_bound_m"):
+            assert set(r[key]) == {"0.5", "0.8", "0.9", "0.95"}
+        assert all(0.0 <= v <= 1.0 for v in r["coverage"].values())
+        assert all(v > 0 for v in r["mean_bound_m"].values())
+        bounds = [r["mean_bound_m"][k] for k in ("0.5", "0.8", "0.9", "0.95")]
+        assert bounds == sorted(bounds)  # a higher level never gets a narrower bound
+        assert r["calibration_pixels"] > 1000 and r["test_pixels"] > 1000
+    assert "Error bounds at 90%" in printed
     for name in ("sparsification_abs_rel.png", "sparsification_rmse.png",
-                 "sparsification_a1.png", "panel_0.png", "table.txt"):
+                 "sparsification_a1.png", "panel_0.png", "table.txt", "reliability.png",
+                 "error_bars.png"):
         assert (tmp_path / "out" / name).stat().st_size > 1000
     # run names derive from the configs (a bootstrap member is a Reg run of another seed);
     # every run directory also holds the exported model that `jaxdepth predict` loads

@@ -291,7 +291,7 @@ def test_kitti_grad_unc_selfsup_rows_use_their_mode_protocol(shared_checkpoints,
         ("M Log", "Grad"), ("M Self", "Self"), ("M Self", "Grad"), ("M Drop", "Drop")]
     assert {r.protocol.scaling for r in rows} == {"median"}
     chosen = [r for r in rows if r.method in ("Post", "Log", "Self")]  # MC Drop: elsewhere
-    ev, _ = module.evaluate_rows(chosen, cfg)
+    ev, _, _ = module.evaluate_rows(chosen, cfg)
     result = ev.rows()
     assert [(r["model"], r["method"]) for r in result] == [(r.model, r.method) for r in chosen]
     for row in result:
@@ -300,7 +300,7 @@ def test_kitti_grad_unc_selfsup_rows_use_their_mode_protocol(shared_checkpoints,
     first = chosen[0]
     scaled = [dataclasses.replace(first, fn=lambda x, k, f=first.fn: f(x, k)._replace(
         depth=3.0 * f(x, k).depth))]
-    ev2, _ = module.evaluate_rows(scaled, cfg)
+    ev2, _, _ = module.evaluate_rows(scaled, cfg)
     assert ev2.rows()[0]["depth"]["abs_rel"] == pytest.approx(result[0]["depth"]["abs_rel"],
                                                               rel=1e-4)
     stereo = module.selfsup_configs(cfg, "S")["S"]

@@ -67,6 +67,12 @@ def add_parser(sub) -> None:
     pr.add_argument("--batch-size", type=int, default=4, help="images per call (4)")
     pr.add_argument("--seed", type=int, default=0, help="noise/dropout seed")
     pr.add_argument("--no-panel", action="store_true", help="do not write the PNG panels")
+    pr.add_argument("--calibration", type=Path, default=None, metavar="FILE",
+                    help="a `jaxdepth calibrate` file of this checkpoint and method: also "
+                         "write <stem>_bound<level>.npy, the error bound in metres")
+    pr.add_argument("--levels", type=float, nargs="+", default=None,
+                    help="--calibration: the levels to write (default: every level of the "
+                         "file; the panel shows 0.9 if written, else the highest)")
     pr.add_argument("--label", default="onehot", choices=("onehot", "uniform"),
                     help="pgn: auxiliary label (onehot)")
     pr.add_argument("--p", type=float, default=0.5, help="pgn: exponent of the p-norm (0.5)")
@@ -237,6 +243,28 @@ def _grad_taps(model, opts):
     return model, opts
 
 
+def _calibration(args, meta, variables, key, opts, info):
+    """`(Calibration | None, levels)` of `--calibration`, checked against this checkpoint
+    and method (`jaxdepth.calibration.signatures`, as `jaxdepth calibrate` recorded them)."""
+    if args.calibration is None:
+        if args.levels:
+            raise CLIError("--levels needs --calibration FILE")
+        return None, ()
+    from jaxdepth.calibration import Calibration, signatures
+    try:
+        cal = Calibration.load(args.calibration)
+        m_sig, mod_sig = signatures(meta, variables, key, opts, info, member=args.member)
+        cal.check(method=m_sig, model=mod_sig)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"--calibration {args.calibration}: {e}") from None
+    levels = tuple(cal.levels) if args.levels is None else tuple(args.levels)
+    missing = [lvl for lvl in levels if not any(abs(lvl - c) < 1e-9 for c in cal.levels)]
+    if missing:
+        raise CLIError(f"--levels {missing}: not calibrated in {args.calibration} (levels "
+                       f"{', '.join(f'{c:g}' for c in cal.levels)})")
+    return cal, levels
+
+
 def run(args) -> int:
     _split_taps(args)
     if not args.images:
@@ -269,6 +297,7 @@ def run(args) -> int:
                        "is a depth model")
     height, width = int(meta["height"]), int(meta["width"])
     run_fn, key, opts, info = _make_method(args, model, variables, meta)
+    cal, levels = _calibration(args, meta, variables, key, opts, info)
     scale, depth_label = depth_scale(meta)
     unc_label = uncertainty_label(key, opts, info, scale)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -290,11 +319,18 @@ def run(args) -> int:
             stem = args.out / stems[i]
             np.save(f"{stem}_depth.npy", d)
             np.save(f"{stem}_uncertainty.npy", u)
+            bounds = {lvl: cal.error_bound(u, lvl, depth=d if cal.relative else None)
+                      .astype(np.float32) for lvl in levels}
+            for lvl, b in bounds.items():
+                np.save(f"{stem}_bound{lvl:g}.npy", b)
             if not args.no_panel:
+                shown = 0.9 if 0.9 in bounds else max(bounds, default=None)
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    save_prediction_panel(f"{stem}_panel.png", originals[k], d, u,
-                                          depth_label=depth_label,
-                                          uncertainty_label=f"{args.method}: {unc_label}")
+                    save_prediction_panel(
+                        f"{stem}_panel.png", originals[k], d, u, depth_label=depth_label,
+                        uncertainty_label=f"{args.method}: {unc_label}",
+                        bound=None if shown is None else bounds[shown],
+                        bound_label=f"error bound at {shown:g} [m]" if shown else "")
             say(f"{paths[i]}: {w}x{h}, depth {np.nanmin(d):.3g}-{np.nanmax(d):.3g} "
                 f"(median {np.nanmedian(d):.3g}), mean uncertainty {np.nanmean(u):.3g} "
                 f"-> {stem}_{{depth,uncertainty}}.npy")
