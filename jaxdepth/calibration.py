@@ -520,6 +520,10 @@ def method_signature(name: str, options=None, info=None) -> str:
         elif field == "reference" and v in ("rot", "noise"):
             values["rot_angle" if v == "rot" else "noise_std"] = getattr(
                 opts, "rot_angle" if v == "rot" else "noise_std")
+        elif field == "reference" and v in ("feature_noise", "feature_dropout"):
+            values.update(feature_tap=opts.feature_tap, feature_scale=float(opts.feature_scale))
+        elif field == "reference" and v == "var":
+            values["var_members"] = tuple(opts.var_members)
         values[field] = v
     fmt = lambda v: "+".join(map(str, v)) if isinstance(v, (list, tuple)) else (  # noqa: E731
         f"{v:g}" if isinstance(v, float) else str(v))

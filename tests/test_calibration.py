@@ -241,6 +241,10 @@ def test_signatures():
                    "variance_weight=0)")
     assert "variance_weight=2" in C.method_signature("grad", info=ModelInfo(log_sigma=True))
     assert C.method_signature("grad", MethodOptions(taps=("dec6", "dec8"))) != sig
+    feat = [C.method_signature("grad", MethodOptions(reference="feature_noise", feature_scale=x))
+            for x in (0.1, 0.2)]
+    assert feat[0] != feat[1] and "feature_tap=enc4" in feat[0]
+    assert "var_members=" in C.method_signature("grad", MethodOptions(reference="var"))
     assert C.method_signature("boot") == C.method_signature("ensemble")
     assert C.method_signature("post", info=ModelInfo(metric=True)) == "post(space=depth)"
     meta = {"architecture": "DepthNet", "model": {"width": 0.125}, "height": 64, "width": 64}

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import argparse
 
+from jaxdepth.uncertainty.gradient import VAR_MEMBER_CHOICES
 from jaxdepth.uncertainty.maps import AGGREGATIONS, REDUCTIONS, UPSAMPLING
 from jaxdepth.uncertainty.methods import MethodOptions
 
-GRAD_REFERENCES = ("flip", "gray", "noise", "rot", "var")
+GRAD_REFERENCES = ("flip", "gray", "noise", "rot", "var", "feature_noise", "feature_dropout")
 
 
 def _add(parser, *flags, **kwargs):
     if not any(f in parser._option_string_actions for f in flags):
         parser.add_argument(*flags, **kwargs)
+
+
+def _members(text) -> str:
+    """`--var-members`: comma-separated reference names (one word, so it never swallows
+    the images that follow)."""
+    names = [m for m in str(text).split(",") if m]
+    bad = [m for m in names if m not in VAR_MEMBER_CHOICES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose references from "
+                                         f"{', '.join(VAR_MEMBER_CHOICES)}")
+    return str(text)
 
 
 def add_method_arguments(parser: argparse.ArgumentParser, *, variance_weight=None) -> None:
@@ -22,10 +34,19 @@ def add_method_arguments(parser: argparse.ArgumentParser, *, variance_weight=Non
          help="grad: decoder taps dec0..dec10, space- or comma-separated (dec6)")
     _add(parser, "--reference", default=d.reference, choices=GRAD_REFERENCES,
          help="grad: reference prediction (flip)")
+    _add(parser, "--feature-tap", default=d.feature_tap,
+         help="grad, feature_noise / feature_dropout: the perturbed feature (enc4)")
+    _add(parser, "--feature-scale", type=float, default=d.feature_scale,
+         help="grad, feature_noise: noise std relative to the feature's std; "
+              "feature_dropout: the channel-dropout rate (0.1)")
+    _add(parser, "--var-members", type=_members, default=",".join(d.var_members),
+         metavar="REF[,REF...]",
+         help="grad, --reference var: the references it combines, comma-separated, from "
+              f"{', '.join(VAR_MEMBER_CHOICES)} (flip,gray,noise,rot)")
     _add(parser, "--reduce", default=d.reduce, choices=REDUCTIONS,
          help="grad: channel reduction (max)")
     _add(parser, "--aggregate", default=d.aggregate, choices=AGGREGATIONS,
-         help="grad: combination of several taps (std)")
+         help="grad: combination of several taps (std; rank / zmean: layer-robust)")
     _add(parser, "--upsample", default=d.upsample, choices=UPSAMPLING,
          help="grad: resizing of the maps (bilinear)")
     _add(parser, "--variance-weight", type=float, default=variance_weight,
@@ -39,6 +60,12 @@ def split_taps(taps) -> tuple:
     return tuple(t for item in taps for t in str(item).split(",") if t)
 
 
+def _split_members(members) -> tuple:
+    if isinstance(members, str):
+        members = [members]
+    return split_taps(members) or MethodOptions().var_members
+
+
 def method_options(args) -> MethodOptions:
     """`MethodOptions` from the flags of `add_method_arguments` (absent ones: defaults)."""
     d = MethodOptions()
@@ -46,6 +73,9 @@ def method_options(args) -> MethodOptions:
     return MethodOptions(taps=split_taps(get("taps", d.taps)) or d.taps,
                          reference=get("reference", d.reference), reduce=get("reduce", d.reduce),
                          aggregate=get("aggregate", d.aggregate),
+                         feature_tap=get("feature_tap", d.feature_tap),
+                         feature_scale=float(get("feature_scale", d.feature_scale)),
+                         var_members=_split_members(get("var_members", d.var_members)),
                          upsample=get("upsample", d.upsample),
                          variance_weight=getattr(args, "variance_weight", None),
                          samples=int(get("samples", d.samples)),

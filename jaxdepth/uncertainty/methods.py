@@ -40,11 +40,22 @@ class MethodOptions:
     heads, else 0. `space`: whose spread Post / Var / In-Drop / Drop / Boot measure,
     `disp` or `depth`; None = depth for metric models, else disparity. `to_depth`:
     `predictive` propagates a disparity σ to depth (None = where the model's σ is one
-    of the disparity: Self, SUB-Depth)."""
-    taps: tuple = ("dec6",)
+    of the disparity: Self, SUB-Depth).
+
+    Grad: `taps`, `reduce`, `reference` (flip, gray, noise, rot, var, feature_noise,
+    feature_dropout), `aggregate` (std, mean, max, rank, zmean), `upsample`, and for
+    the feature references `feature_tap` (the perturbed feature, `enc4`) and
+    `feature_scale` (relative noise std / dropout rate, 0.1); `var_members`: the
+    references `reference="var"` combines (default flip, gray, noise, rot). `taps`
+    stays `("dec6",)` (Monodepth2's) by default; `jaxdepth predict` swaps it for the
+    model's `default_tap`, and `taps=None` does the same here."""
+    taps: tuple | None = ("dec6",)
     reduce: str = "max"
     reference: str = "flip"
     aggregate: str = "std"
+    feature_tap: str = "enc4"
+    feature_scale: float = 0.1
+    var_members: tuple = ("flip", "gray", "noise", "rot")
     upsample: str = "bilinear"
     variance_weight: float | None = None
     samples: int = 8
@@ -56,8 +67,11 @@ class MethodOptions:
     to_depth: bool | None = False
 
     def __post_init__(self):
-        object.__setattr__(self, "taps", (self.taps,) if isinstance(self.taps, str)
-                           else tuple(self.taps))
+        if self.taps is not None:
+            object.__setattr__(self, "taps", (self.taps,) if isinstance(self.taps, str)
+                               else tuple(self.taps))
+        object.__setattr__(self, "var_members", (self.var_members,)
+                           if isinstance(self.var_members, str) else tuple(self.var_members))
         if self.samples < 2:
             raise ValueError(f"samples must be at least 2 for a variance, got {self.samples}")
 
@@ -103,7 +117,8 @@ def _grad(apply_fn, variables, opts, info):
     return lambda x, rng: gradient.gradient_uncertainty(
         apply_fn, variables, x, taps=opts.taps, reference=opts.reference, reduce=opts.reduce,
         aggregate=opts.aggregate, variance_weight=lam, upsample=opts.upsample, rng=rng,
-        rot_angle=opts.rot_angle, noise_std=opts.noise_std)
+        rot_angle=opts.rot_angle, noise_std=opts.noise_std, feature_tap=opts.feature_tap,
+        feature_scale=opts.feature_scale, var_members=opts.var_members)
 
 
 def _post(apply_fn, variables, opts, info):
@@ -138,8 +153,9 @@ def _predictive(apply_fn, variables, opts, info):
 
 
 METHODS: dict[str, Method] = {
-    "grad": Method("Grad", "gradient uncertainty (Hornauer & Belagiannis): taps, reference, "
-                   "reduce, aggregate, λ", _grad),
+    "grad": Method("Grad", "gradient uncertainty (Hornauer & Belagiannis): taps, reference "
+                   "(image or feature_noise/feature_dropout at feature_tap), reduce, "
+                   "aggregate (std/mean/max/rank/zmean), λ", _grad),
     "post": Method("Post", "|d - flip(d_flip)| and Monodepth's post-processed depth", _post),
     "var": Method("Var", "variance over flip/gray/noise/rotation test-time augmentations", _var),
     "in_drop": Method("In-Drop", "inference-only channel dropout (samples, p)", _in_drop),

@@ -15,6 +15,18 @@ original frame, and the validity of the mapped-back pixels:
   would come from outside the image have **no** reference: they are marked
   invalid and left out of every loss and variance (the reference code instead
   fills them with disparity 0, i.e. infinite depth).
+
+Feature references ("Revisiting" gradient uncertainty) perturb an intermediate feature
+`f` `[B,h,w,c]` instead of the image; they are *offsets* added to that feature through
+the models' `offsets` mechanism, so the perturbed pass is the reference and needs no
+inverse:
+
+- `feature_noise`: `offset = scale · std(f) · ε`, ε ~ N(0, 1) of `f`'s shape, std the
+  population std of each image's feature over H, W and C (so `scale` is relative to
+  the feature's own spread);
+- `feature_dropout`: channel dropout at rate `scale` (PyTorch `dropout2d`: whole
+  channels zeroed per image, kept ones scaled by 1/(1 − rate)), i.e. `offset =
+  f · (mask / (1 − rate) − 1)` with `mask ~ Bernoulli(1 − rate)` of shape `[B,1,1,c]`.
 """
 from __future__ import annotations
 
@@ -24,6 +36,8 @@ import jax
 import jax.numpy as jnp
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
+IMAGE_REFERENCES = ("flip", "gray", "noise", "rot")
+FEATURE_REFERENCES = ("feature_noise", "feature_dropout")
 
 
 def hflip(x):
@@ -98,3 +112,30 @@ def make_reference(name: str, rng=None, *, angle: float = 10.0,
     if name == "rot":
         return Reference(lambda x: rotate(x, angle)[0], lambda d: rotate(d, -angle))
     raise ValueError(f"unknown reference {name!r}; expected flip, gray, noise or rot")
+
+
+def feature_noise_offset(f, rng, scale: float):
+    """`scale · std(f) · ε`: Gaussian noise relative to each image's feature std
+    (population std over H, W, C); ε = `jax.random.normal(rng, f.shape, f.dtype)`."""
+    std = jnp.std(f, axis=tuple(range(1, f.ndim)), keepdims=True)
+    return scale * std * jax.random.normal(rng, f.shape, f.dtype)
+
+
+def feature_dropout_offset(f, rng, rate: float):
+    """`f · (mask/(1 − rate) − 1)`, so `f + offset` is `f` with channel dropout:
+    `mask = jax.random.bernoulli(rng, 1 − rate, [B,1,1,c])` (per image and channel)."""
+    shape = (f.shape[0],) + (1,) * (f.ndim - 2) + (f.shape[-1],)
+    keep = jax.random.bernoulli(rng, 1.0 - rate, shape).astype(f.dtype)
+    return f * (keep / (1.0 - rate) - 1.0)
+
+
+def feature_offset(name: str, f, rng, scale: float):
+    """The offset of feature reference `name` (`feature_noise` | `feature_dropout`) for
+    the unperturbed feature `f`; `scale` is the relative noise std or the dropout rate."""
+    if rng is None:
+        raise ValueError(f"reference {name!r} needs an rng (a jax.random key)")
+    if name == "feature_noise":
+        return feature_noise_offset(f, rng, scale)
+    if name == "feature_dropout":
+        return feature_dropout_offset(f, rng, scale)
+    raise ValueError(f"unknown feature reference {name!r}; expected one of {FEATURE_REFERENCES}")
