@@ -3,7 +3,9 @@
 One command for every recipe (`jaxdepth.train.recipes.RECIPES`) and data source
 (`jaxdepth.data.training`). `--out DIR` holds the resumable orbax run (the same command
 after a kill resumes it; another config in the same DIR is refused) and, when it ends,
-an exported checkpoint that `jaxdepth predict --checkpoint DIR` loads.
+an exported checkpoint that `jaxdepth predict --checkpoint DIR` loads. `--arch monovit`
+trains MonoViT instead of Monodepth2's DepthNet in every depth recipe (MonoViT's AdamW:
+encoder at half the --lr, ×0.9 per epoch; `jaxdepth.train.arch`).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ DEFAULTS = {"synthetic": dict(height=64, width=192, model_width=0.25, lr=1e-3),
 
 
 def add_parser(sub) -> None:
+    from jaxdepth.train.arch import ARCHS, MONOVIT_SIZES
     from jaxdepth.train.recipes import RECIPES
     recipes = "\n".join(f"  {k:18s} {r.help}" for k, r in RECIPES.items())
     tr = sub.add_parser(
@@ -28,7 +31,11 @@ def add_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Recipes:\n" + recipes + "\n\nDefaults by --data: " + "; ".join(
             f"{k} {d['height']}x{d['width']}, model width {d['model_width']}, lr {d['lr']:g}"
-            for k, d in DEFAULTS.items()))
+            for k, d in DEFAULTS.items()) + ".\n\nArchitectures (--arch, every depth recipe): "
+        "monodepth2 (DepthNet: ResNet encoder, Adam, lr x0.1 after 75 % of the steps) or "
+        "monovit (MonoViT: MPViT encoder + HR-Depth decoder, --monovit-size; MonoViT's AdamW, "
+        "weight decay 0.01, encoder lr = lr/2, decoder and pose lr = lr, x0.9 per epoch of "
+        "training-set size / batch size steps; --model-width scales it as it does DepthNet).")
     tr.add_argument("--recipe", required=True, choices=list(RECIPES), metavar="NAME",
                     help="what to train (see the list above)")
     tr.add_argument("--data", default="synthetic", choices=list(DEFAULTS),
@@ -46,11 +53,18 @@ def add_parser(sub) -> None:
     tr.add_argument("--height", type=int, help="input height (see the defaults)")
     tr.add_argument("--width", type=int, help="input width (see the defaults)")
     tr.add_argument("--model-width", type=float, help="channel multiplier (see the defaults)")
+    tr.add_argument("--arch", choices=list(ARCHS), help="depth network: monodepth2 (DepthNet, "
+                    "the default) or monovit (MonoViT); fine-tuning and distillation default "
+                    "to the teacher's")
+    tr.add_argument("--monovit-size", choices=list(MONOVIT_SIZES), help="MonoViT size with "
+                    "--arch monovit: small (as released, the default), xsmall, mpvit_tiny, or "
+                    "tiny (a reduced one for tests and CPU runs)")
     tr.add_argument("--num-layers", type=int, default=18, choices=(18, 34, 50),
-                    help="ResNet encoder depth (18)")
+                    help="ResNet encoder depth (18); with --arch monovit the pose network's")
     tr.add_argument("--steps", type=int, default=1000, help="training steps (1000)")
     tr.add_argument("--batch-size", type=int, default=8, help="batch size (8)")
-    tr.add_argument("--lr", type=float, help="Adam learning rate, ×0.1 after 75 %% of the steps")
+    tr.add_argument("--lr", type=float, help="learning rate: Adam, ×0.1 after 75 %% of the "
+                    "steps; monovit: the decoder's (encoder lr/2), ×0.9 per epoch")
     tr.add_argument("--limit", type=int, help="train on the first N frames only (synthetic: "
                     "N scenes, default 4000)")
     tr.add_argument("--seed", type=int, default=0, help="initialisation, augmentation, data order")
@@ -127,9 +141,16 @@ def run(args) -> int:
                     data_seed=args.seed, data=args.data, split=args.split,
                     augment=args.data not in ("nyu", "cityscapes"),  # their transforms augment
                     train_size=args.limit if args.limit else 4000)
+    if args.monovit_size is not None and (args.arch or getattr(teacher_cfg, "arch", None)) \
+            != "monovit":
+        raise CLIError("--monovit-size applies to --arch monovit")
+    if args.arch not in (None, "monodepth2") and recipe.task != "depth":
+        raise CLIError(f"--recipe {args.recipe} trains DeepLabV3+ (segmentation): --arch "
+                       "applies to the depth recipes")
     try:
         cfg = recipes.build(args.recipe, run, teacher=teacher_cfg, num_layers=args.num_layers,
-                            model_width=args.model_width or d["model_width"])
+                            model_width=args.model_width or d["model_width"], arch=args.arch,
+                            monovit_size=args.monovit_size)
         if getattr(cfg, "start_from", None) is not None and start is None:
             raise CLIError(f"--teacher {args.teacher} keeps no training state to fine-tune "
                            "from (its orbax steps are gone)")
@@ -140,8 +161,19 @@ def run(args) -> int:
                              seed=args.seed, gt=args.gt, image_ext=args.image_ext)
     except FileNotFoundError as e:
         raise CLIError(str(e)) from None
-    print(f"jaxdepth train {args.recipe}: {data.description}; "
-          f"{run.steps} steps of {run.batch_size}, lr {run.lr:g} -> {args.out}", flush=True)
+    depth_cfg = getattr(cfg, "student", cfg)
+    monovit_opt = getattr(depth_cfg, "optimizer_name", "adam") == "monovit"
+    if monovit_opt and args.data != "synthetic" and not args.limit:
+        # MonoViT decays per epoch: an epoch of real data is its number of training frames
+        cfg = cfg.with_run(train_size=len(data))
+        run = cfg.run
+    net = "" if getattr(depth_cfg, "arch", "monodepth2") == "monodepth2" else \
+        f" MonoViT-{depth_cfg.monovit_size} (width {depth_cfg.width:g}),"
+    from jaxdepth.train.state import MONOVIT_ENCODER_LR, MONOVIT_GAMMA
+    lr = (f"AdamW lr {run.lr:g} (encoder {run.lr * MONOVIT_ENCODER_LR:g}), x{MONOVIT_GAMMA:g} "
+          f"every {run.epoch_steps} steps" if monovit_opt else f"lr {run.lr:g}")
+    print(f"jaxdepth train {args.recipe}:{net} {data.description}; "
+          f"{run.steps} steps of {run.batch_size}, {lr} -> {args.out}", flush=True)
     from jaxdepth.train.checkpoint import ConfigMismatch
     try:
         recipes.train_or_load(cfg, directory=args.out, data=data,

@@ -30,7 +30,9 @@ batch statistics: `teacher_bn="batch"` reproduces that (the running averages are
 updated either way).
 
 Optimisation as every trainer (`jaxdepth.train.state`: Adam, ×0.1 step; lr and the drop
-step live in the state); the student's `run` is the distillation run.
+step live in the state); the student's `run` is the distillation run. A MonoViT student
+(`student.arch="monovit"`, either teacher) trains with the student's optimiser (MonoViT's
+AdamW by default: its encoder at ½ `lr`, decoder, pose and uncertainty networks at `lr`).
 The student, pose and uncertainty networks start from random weights (the paper starts
 the depth encoder from ImageNet).
 """
@@ -44,8 +46,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxdepth.losses.distill import FORMS, self_teaching_loss, sub_depth_loss
-from jaxdepth.models import DepthNet, UncertNet
+from jaxdepth.models import DepthNet, MonoViT, UncertNet
 from jaxdepth.models.uncertnet import mean_sigma
+from jaxdepth.train import arch as arch_
 from jaxdepth.train import selfsup
 from jaxdepth.train import state as train_state
 from jaxdepth.train.selfsup import SelfSupConfig
@@ -113,13 +116,15 @@ class DistillConfig:
     def has_uncertnet(self) -> bool:
         return self.method == "sub_depth" and self.form == "pixel"
 
-    def model(self) -> DepthNet:
-        """The student DepthNet (σ: exp for Self, sigmoid for SUB-Depth's pixel form)."""
+    def model(self) -> DepthNet | MonoViT:
+        """The student depth network, of the student's `arch` (σ: exp for Self, sigmoid
+        for SUB-Depth's pixel form)."""
         s = self.student
         sigma = self.method == "self" or self.form == "pixel"
-        return DepthNet(num_layers=s.num_layers, width=s.width, log_sigma=sigma,
-                        min_depth=s.min_depth, max_depth=s.max_depth,
-                        sigma_activation="sigmoid" if self.method == "sub_depth" else "exp")
+        return arch_.depth_model(s, log_sigma=sigma, min_depth=s.min_depth,
+                                 max_depth=s.max_depth,
+                                 sigma_activation="sigmoid" if self.method == "sub_depth"
+                                 else "exp")
 
     def uncert_model(self) -> UncertNet:
         s = self.student
@@ -154,7 +159,7 @@ def init_state(cfg: DistillConfig):
     if cfg.method == "sub_depth" and cfg.form == "scalar":
         params["task_log_sigma"] = {"pho": jnp.zeros((), jnp.float32),
                                     "reg": jnp.zeros((), jnp.float32)}
-    return new_state(run, params, stats)
+    return new_state(run, params, stats, optimizer=s.optimizer_name)
 
 
 def make_step(cfg: DistillConfig, teacher_variables):

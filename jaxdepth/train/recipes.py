@@ -10,6 +10,11 @@ the trainer's `init_state` and `make_step` (`trainer_of(cfg)`). Recipes `self` a
 `sub-depth` distil a self-supervised teacher (`teacher=` its config); the self-supervised
 Log / Drop recipes fine-tune from a plain run when `teacher=` gives one (M's variants
 drift from random weights: see `jaxdepth.train.selfsup`).
+
+Every depth recipe builds Monodepth2's DepthNet or, with `arch="monovit"`, MonoViT
+(`monovit_size`; `jaxdepth.train.arch`), trained by default with MonoViT's optimiser;
+`arch=None` is Monodepth2, or the teacher's architecture where a teacher's config is
+the base (fine-tuning, where it must match, and distillation's student).
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ import dataclasses
 from typing import Any, Callable, NamedTuple
 
 from jaxdepth.train import distill, segmentation, selfsup, supervised
+from jaxdepth.train.arch import ARCHS
+from jaxdepth.train.arch import suffix as arch_suffix
 from jaxdepth.train.config import RunConfig
 
 __all__ = ["RECIPES", "Recipe", "build", "recipe_of", "run_name", "config_from_dict",
@@ -25,14 +32,32 @@ __all__ = ["RECIPES", "Recipe", "build", "recipe_of", "run_name", "config_from_d
 
 class Recipe(NamedTuple):
     help: str
-    build: Callable[..., Any]    # build(run, *, teacher, model_width, num_layers) -> config
+    build: Callable[..., Any]    # build(run, *, teacher, model_width, num_layers, arch,
+                                 #       monovit_size) -> config
     teacher: str                 # "none" | "optional" | "required"
     task: str = "depth"          # "depth" | "segmentation"
 
 
+def _arch(arch, monovit_size, base=None) -> dict:
+    """The architecture fields of a new config: given, else those of `base` (a teacher's
+    config), else Monodepth2's."""
+    if arch is None:
+        arch = getattr(base, "arch", "monodepth2")
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    if arch != "monovit":
+        if monovit_size is not None:
+            raise ValueError("a MonoViT size applies to arch 'monovit' only")
+        return {"arch": arch}
+    if monovit_size is None:
+        monovit_size = base.monovit_size if getattr(base, "arch", None) == "monovit" else "small"
+    return {"arch": arch, "monovit_size": monovit_size}
+
+
 def _supervised(variant):
-    def build(run, *, teacher=None, model_width=None, num_layers=18):
-        kw = dict(variant=variant, num_layers=num_layers, run=run)
+    def build(run, *, teacher=None, model_width=None, num_layers=18, arch=None,
+              monovit_size=None):
+        kw = dict(variant=variant, num_layers=num_layers, run=run, **_arch(arch, monovit_size))
         if model_width is not None:
             kw["width"] = model_width
         if run.data == "nyu":  # metric heads, L1 / NLL on metres (Table 3's models)
@@ -42,16 +67,23 @@ def _supervised(variant):
 
 
 def _selfsup(mode, variant="plain"):
-    def build(run, *, teacher=None, model_width=None, num_layers=18):
+    def build(run, *, teacher=None, model_width=None, num_layers=18, arch=None,
+              monovit_size=None):
         kw = dict(mode=mode, num_layers=num_layers, run=run)
         if model_width is not None:
             kw["width"] = model_width
+        kw.update(_arch(arch, monovit_size, teacher))
         if teacher is not None:  # fine-tune the plain run `teacher` (same networks)
             if (not isinstance(teacher, selfsup.SelfSupConfig) or teacher.mode != mode
                     or teacher.variant != "plain"):
                 raise ValueError(f"selfsup-{mode.lower()}-{variant} fine-tunes a plain "
                                  f"selfsup-{mode.lower()} run; the teacher is "
                                  f"{recipe_of(teacher)}")
+            if (kw["arch"], kw.get("monovit_size", "small")) != (teacher.arch,
+                                                                 teacher.monovit_size):
+                raise ValueError(f"selfsup-{mode.lower()}-{variant} fine-tunes its teacher's "
+                                 f"network: the teacher is {_describe(teacher)}, not "
+                                 f"{kw['arch']} {kw.get('monovit_size', '')}".rstrip())
             tuned = selfsup.fine_tune_config(teacher, variant)  # lr × FINE_TUNE_LR
             return dataclasses.replace(tuned, run=dataclasses.replace(
                 tuned.run, steps=run.steps, batch_size=run.batch_size, seed=run.seed,
@@ -60,12 +92,21 @@ def _selfsup(mode, variant="plain"):
     return build
 
 
+def _describe(cfg) -> str:
+    return "monodepth2" if cfg.arch == "monodepth2" else f"monovit {cfg.monovit_size}"
+
+
 def _distill(method):
-    def build(run, *, teacher=None, model_width=None, num_layers=18):
+    def build(run, *, teacher=None, model_width=None, num_layers=18, arch=None,
+              monovit_size=None):
         if not isinstance(teacher, selfsup.SelfSupConfig):
             raise ValueError(f"recipe {method!r} distils a self-supervised teacher: give "
                              f"--teacher DIR of a selfsup-* run (got {recipe_of(teacher)})")
-        student = dataclasses.replace(teacher, variant="plain", start_from=None, run=run)
+        a = _arch(arch, monovit_size, teacher)  # the student: the teacher's network by default
+        student = dataclasses.replace(teacher, variant="plain", start_from=None, run=run,
+                                      arch=a["arch"], optimizer=teacher.optimizer
+                                      if a["arch"] == teacher.arch else None,
+                                      monovit_size=a.get("monovit_size", "small"))
         if model_width is not None:
             student = dataclasses.replace(student, width=model_width)
         return distill.DistillConfig(method=method.replace("-", "_"), teacher=teacher,
@@ -101,7 +142,11 @@ RECIPES["sub-depth"] = Recipe("SUB-Depth self-distillation from a frozen selfsup
 
 
 def _segmentation(dropout):
-    def build(run, *, teacher=None, model_width=None, num_layers=18):
+    def build(run, *, teacher=None, model_width=None, num_layers=18, arch=None,
+              monovit_size=None):
+        if (arch or "monodepth2") != "monodepth2" or monovit_size is not None:
+            raise ValueError("the segmentation recipes train DeepLabV3+ (ResNet); MonoViT is "
+                             "a depth network (--arch applies to the depth recipes)")
         if run.data == "cityscapes":
             from jaxdepth.data.cityscapes import TRAIN_CLASSES as names
         else:
@@ -122,8 +167,10 @@ RECIPES["segmentation-drop"] = Recipe("segmentation with dropout p=0.2 before th
                                       "segmentation")
 
 
-def build(name: str, run: RunConfig, *, teacher=None, model_width=None, num_layers=18):
-    """The config of recipe `name` over `run` (see `RECIPES`)."""
+def build(name: str, run: RunConfig, *, teacher=None, model_width=None, num_layers=18,
+          arch: str | None = None, monovit_size: str | None = None):
+    """The config of recipe `name` over `run` (see `RECIPES`); `arch` / `monovit_size`:
+    the depth network (`jaxdepth.train.arch`; None: Monodepth2, or the teacher's)."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
     recipe = RECIPES[name]
@@ -131,7 +178,8 @@ def build(name: str, run: RunConfig, *, teacher=None, model_width=None, num_laye
         raise ValueError(f"recipe {name!r} needs a teacher (--teacher DIR of a selfsup run)")
     if recipe.teacher == "none" and teacher is not None:
         raise ValueError(f"recipe {name!r} takes no teacher")
-    return recipe.build(run, teacher=teacher, model_width=model_width, num_layers=num_layers)
+    return recipe.build(run, teacher=teacher, model_width=model_width, num_layers=num_layers,
+                        arch=arch, monovit_size=monovit_size)
 
 
 def recipe_of(cfg) -> str:
@@ -151,15 +199,17 @@ def recipe_of(cfg) -> str:
 def run_name(cfg) -> str:
     """The run-directory name of a config (its digest follows): `reg` / `log` / `drop`
     (supervised), `selfsup_<mode>[_<variant>]`, `selfsup_<teacher mode>_self` (Self),
-    `sub_depth_<form>` (SUB-Depth), the names the experiments have always used."""
+    `sub_depth_<form>` (SUB-Depth), the names the experiments have always used; MonoViT
+    runs add `_monovit` (`jaxdepth.train.arch.suffix`)."""
     if isinstance(cfg, supervised.SupervisedConfig):
-        return cfg.variant
+        return cfg.variant + arch_suffix(cfg)
     if isinstance(cfg, selfsup.SelfSupConfig):
-        return f"selfsup_{cfg.mode.lower()}" + ("" if cfg.variant == "plain" else f"_{cfg.variant}")
+        return (f"selfsup_{cfg.mode.lower()}" + ("" if cfg.variant == "plain" else f"_{cfg.variant}")
+                + arch_suffix(cfg))
     if isinstance(cfg, distill.DistillConfig):
         if cfg.method == "self":
-            return f"selfsup_{cfg.teacher.mode.lower()}_self"
-        return f"sub_depth_{cfg.form}"
+            return f"selfsup_{cfg.teacher.mode.lower()}_self" + arch_suffix(cfg.student)
+        return f"sub_depth_{cfg.form}" + arch_suffix(cfg.student)
     if isinstance(cfg, segmentation.SegmentationConfig):
         return "seg" if cfg.dropout == 0 else "seg_drop"
     return type(cfg).__name__.lower()

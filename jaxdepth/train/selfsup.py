@@ -87,6 +87,12 @@ got worse (deterministic abs_rel on 32 test images 0.288 against 0.215 from scra
 0.134 for plain S; the small decoder trained without dropout adapts badly to it at the
 low rate).
 
+**MonoViT** (`arch="monovit"`, `monovit_size`): the depth network is MonoViT
+(`jaxdepth.train.arch`) with the same heads, losses and initialisation; PoseNet stays the
+ResNet of `num_layers`, as in MonoViT's released trainer. It trains by default with
+MonoViT's optimiser: AdamW (weight decay 0.01), depth encoder at ½ `lr`, depth decoder and
+PoseNet at `lr`, ×0.9 per epoch (`jaxdepth.train.state`, `"monovit"`).
+
 **Optimisation.** Adam (β = 0.9, 0.999), learning rate `lr` with one ×0.1 step at
 `lr_drop_at`·steps (Monodepth2: 1e-4 for 14 of 20 epochs from ImageNet weights; from
 random weights, as here, 1e-3 trains in a few hundred steps). The learning rate and its
@@ -106,7 +112,8 @@ import jax.numpy as jnp
 from jaxdepth import geometry
 from jaxdepth.losses.nll import laplace_nll
 from jaxdepth.losses.photometric import min_reprojection, photometric_error, smoothness
-from jaxdepth.models import DepthNet, PoseNet
+from jaxdepth.models import DepthNet, MonoViT, PoseNet
+from jaxdepth.train import arch as arch_
 from jaxdepth.train import state as train_state
 from jaxdepth.train.augment import color_jitter, random_flip
 from jaxdepth.train.config import RunConfig, flat_dict, method_from_dict
@@ -143,6 +150,9 @@ class SelfSupConfig:
     min_depth: float = 0.1
     max_depth: float = 100.0
     moving_objects: bool = False
+    arch: str = "monodepth2"       # or "monovit" (jaxdepth.train.arch)
+    monovit_size: str = "small"
+    optimizer: str | None = None   # None: the arch's ("adam" / "monovit")
     start_from: SelfSupConfig | None = None  # a run whose final weights start this one
     run: RunConfig = RunConfig(height=64, image_width=192, steps=1000, lr=1e-3)
 
@@ -153,12 +163,14 @@ class SelfSupConfig:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if not 1 <= self.num_scales <= 4:
             raise ValueError(f"num_scales must be 1..4, got {self.num_scales}")
+        arch_.check(self)
         start = self.start_from
         if isinstance(start, dict):
             object.__setattr__(self, "start_from", SelfSupConfig.from_dict(start))
             start = self.start_from
         if start is not None:
-            fields = ("mode", "num_layers", "width", "pose_width", "min_depth", "max_depth")
+            fields = ("mode", "num_layers", "width", "pose_width", "min_depth", "max_depth",
+                      "arch", "monovit_size")
             differ = [f for f in fields if getattr(start, f) != getattr(self, f)]
             differ += [f for f in ("height", "image_width")
                        if getattr(start.run, f) != getattr(self.run, f)]
@@ -177,7 +189,7 @@ class SelfSupConfig:
             del d["start_from"]
         else:
             d["start_from"] = self.start_from.to_dict()
-        return d
+        return arch_.drop_defaults(self, d)
 
     @classmethod
     def from_dict(cls, d) -> SelfSupConfig:
@@ -190,11 +202,16 @@ class SelfSupConfig:
         differing only in them share one compiled step."""
         return dataclasses.replace(self, run=self.run.compile_key(), start_from=None)
 
-    def model(self) -> DepthNet:
-        return DepthNet(num_layers=self.num_layers, width=self.width,
-                        log_sigma=self.variant == "log", min_depth=self.min_depth,
-                        max_depth=self.max_depth,
-                        **({"dropout_rate": self.dropout} if self.variant == "drop" else {}))
+    @property
+    def optimizer_name(self) -> str:
+        """The optimiser the run trains with (`jaxdepth.train.state.OPTIMIZERS`)."""
+        return arch_.optimizer_of(self)
+
+    def model(self) -> DepthNet | MonoViT:
+        return arch_.depth_model(
+            self, log_sigma=self.variant == "log", min_depth=self.min_depth,
+            max_depth=self.max_depth,
+            **({"dropout_rate": self.dropout} if self.variant == "drop" else {}))
 
     def pose_model(self) -> PoseNet | None:
         if "M" not in self.mode:
@@ -384,8 +401,8 @@ def selfsup_loss(scales, terms, *, variant: str, smoothness_weight: float, heigh
 
 
 # ----------------------------------------------------------------------------- state / step
-def init_depth_variables(cfg: SelfSupConfig, model: DepthNet | None = None):
-    """Random DepthNet variables with the disparity heads' bias at `cfg.init_depth`."""
+def init_depth_variables(cfg: SelfSupConfig, model: DepthNet | MonoViT | None = None):
+    """Random depth-network variables with the disparity heads' bias at `cfg.init_depth`."""
     model = cfg.model() if model is None else model
     variables = model.init_variables(jax.random.PRNGKey(cfg.run.seed), cfg.run.height,
                                      cfg.run.image_width)
@@ -410,7 +427,7 @@ def init_state(cfg: SelfSupConfig, start_state=None):
     if start_state is not None:
         params = overlay(params, start_state["params"])
         stats = overlay(stats, start_state["batch_stats"])
-    return new_state(run, params, stats)
+    return new_state(run, params, stats, optimizer=cfg.optimizer_name)
 
 
 def make_step(cfg: SelfSupConfig):

@@ -5,10 +5,24 @@
     state, metrics = step(state, batch)
 
 The state is a dict pytree: `params` and `batch_stats` (one entry per network:
-`depth`, `pose`, `uncert`, …), `opt_state` (optax Adam with the run's schedule),
-`key` (the run's PRNG key: step `t` uses `fold_in(key, t)`), `step` (int32) and
-`hparams` (`lr`, `drop_step`, `decay`: the schedule's values, in the state so that runs
-differing only in them share one compiled step).
+`depth`, `pose`, `uncert`, …), `opt_state` (the optimiser's state), `key` (the run's
+PRNG key: step `t` uses `fold_in(key, t)`), `step` (int32) and `hparams` (the schedule's
+values, in the state so that runs differing only in them share one compiled step).
+
+Optimisers (`OPTIMIZERS`, chosen by `new_state(..., optimizer=)`; the keys of `hparams`
+tell `optimizer(hp)` which one a state holds):
+- `"adam"` (Monodepth2, every trainer's default): Adam (β = 0.9, 0.999, ε = 1e-8) at
+  `lr`, ×`decay` from update `drop_step` on; `hparams` = `lr`, `drop_step`, `decay`.
+- `"monovit"` (MonoViT's released trainer): AdamW (β = 0.9, 0.999, ε = 1e-8, decoupled
+  weight decay `MONOVIT_WEIGHT_DECAY` = 0.01, PyTorch's default, on every parameter) in
+  two groups, `optax.partition` over the params: the depth network's `encoder` subtree at
+  `MONOVIT_ENCODER_LR` × `lr` (5e-5 against 1e-4 as released), everything else — the
+  depth `decoder` and, as in the released trainer, the pose (and any other) network — at
+  `lr`; both decay ×`gamma` = 0.9 per epoch of `epoch_steps` updates
+  (`RunConfig.epoch_steps` = train_size // batch_size), staircase: update `t` runs at
+  `lr_g · gamma^(t // epoch_steps)` (PyTorch's `ExponentialLR(0.9)` stepped once an
+  epoch). `hparams` = `lr`, `epoch_steps`, `gamma`; the run's `lr_drop_at` / `lr_decay`
+  do not apply.
 
 `loss_fn(params, batch_stats, batch, key, *extra) -> (loss, (new_batch_stats, metrics))`
 is the trainer's whole contribution: its augmentation, forward passes and loss.
@@ -16,17 +30,37 @@ is the trainer's whole contribution: its augmentation, forward passes and loss.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import optax
 
+OPTIMIZERS = ("adam", "monovit")
+#: MonoViT: the encoder's learning rate relative to the decoder's (5e-5 / 1e-4 as released)
+MONOVIT_ENCODER_LR = 0.5
+#: MonoViT: AdamW's decoupled weight decay (PyTorch's default; the released trainer sets none)
+MONOVIT_WEIGHT_DECAY = 0.01
+#: MonoViT: the learning rates' factor per epoch (`ExponentialLR(0.9)`)
+MONOVIT_GAMMA = 0.9
 
-def hparams(run) -> dict:
-    """The schedule's values of a `RunConfig`, as state arrays."""
-    return {"lr": jnp.asarray(run.lr, jnp.float32),
-            "drop_step": jnp.asarray(run.drop_step, jnp.int32),
-            "decay": jnp.asarray(run.lr_decay, jnp.float32)}
+
+def hparams(run, optimizer: str = "adam") -> dict:
+    """The schedule's values of a `RunConfig` for `optimizer`, as state arrays."""
+    if optimizer == "adam":
+        return {"lr": jnp.asarray(run.lr, jnp.float32),
+                "drop_step": jnp.asarray(run.drop_step, jnp.int32),
+                "decay": jnp.asarray(run.lr_decay, jnp.float32)}
+    if optimizer == "monovit":
+        return {"lr": jnp.asarray(run.lr, jnp.float32),
+                "epoch_steps": jnp.asarray(run.epoch_steps, jnp.int32),
+                "gamma": jnp.asarray(MONOVIT_GAMMA, jnp.float32)}
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+
+
+def optimizer_name(hp) -> str:
+    """Which optimiser a state's `hparams` belong to."""
+    return "monovit" if "gamma" in hp else "adam"
 
 
 def schedule(hp) -> optax.Schedule:
@@ -35,23 +69,58 @@ def schedule(hp) -> optax.Schedule:
     return lambda count: hp["lr"] * jnp.where(count >= hp["drop_step"], hp["decay"], 1.0)
 
 
-def optimizer(hp) -> optax.GradientTransformation:
-    """Adam (β = 0.9, 0.999, ε = 1e-8) at `schedule(hp)`."""
+def exponential_schedule(hp, scale: float = 1.0) -> optax.Schedule:
+    """`scale · lr · gamma^(count // epoch_steps)` (`optax.exponential_decay` with
+    `staircase=True`, with traced values): MonoViT's per-epoch `ExponentialLR`."""
+    def fn(count):
+        epoch = (jnp.asarray(count, jnp.int32) // hp["epoch_steps"]).astype(jnp.float32)
+        return scale * hp["lr"] * hp["gamma"] ** epoch
+    return fn
+
+
+def monovit_schedules(hp) -> dict[str, optax.Schedule]:
+    """The two parameter groups' schedules of the `"monovit"` optimiser."""
+    return {"encoder": exponential_schedule(hp, MONOVIT_ENCODER_LR),
+            "decoder": exponential_schedule(hp)}
+
+
+def monovit_labels(params) -> dict:
+    """The parameter groups of the `"monovit"` optimiser, a prefix tree of `params`:
+    `encoder` for the depth network's `encoder` subtree, `decoder` for everything else
+    (its `decoder`, the pose network, …), as MonoViT's released trainer groups them."""
+    def net(name, tree):
+        if name == "depth" and isinstance(tree, Mapping) and "encoder" in tree:
+            return {k: "encoder" if k == "encoder" else "decoder" for k in tree}
+        return "decoder"
+    return {name: net(name, tree) for name, tree in params.items()}
+
+
+def make_optimizer(hp) -> optax.GradientTransformation:
+    """The optimiser a state's `hparams` describe (module doc): Adam at `schedule(hp)`,
+    or MonoViT's two-group AdamW at `monovit_schedules(hp)`."""
+    if optimizer_name(hp) == "monovit":
+        return optax.partition(
+            {g: optax.adamw(fn, b1=0.9, b2=0.999, eps=1e-8, weight_decay=MONOVIT_WEIGHT_DECAY)
+             for g, fn in monovit_schedules(hp).items()}, monovit_labels)
     return optax.adam(schedule(hp))
 
 
-def new_state(run, params, batch_stats) -> dict:
-    """A fresh train state of a run (`params`, `batch_stats`: dicts keyed by network)."""
-    hp = hparams(run)
+optimizer = make_optimizer  # the earlier name
+
+
+def new_state(run, params, batch_stats, optimizer: str = "adam") -> dict:
+    """A fresh train state of a run (`params`, `batch_stats`: dicts keyed by network),
+    with the optimiser `optimizer` (`OPTIMIZERS`)."""
+    hp = hparams(run, optimizer)
     return {"params": params, "batch_stats": batch_stats,
-            "opt_state": optimizer(hp).init(params),
+            "opt_state": make_optimizer(hp).init(params),
             "key": jax.random.PRNGKey(run.seed + 1), "step": jnp.zeros((), jnp.int32),
             "hparams": hp}
 
 
 def apply_gradients(state, grads, batch_stats) -> dict:
     """The state after one optimiser update with new BatchNorm statistics."""
-    tx = optimizer(state["hparams"])
+    tx = make_optimizer(state["hparams"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     return {**state, "params": optax.apply_updates(state["params"], updates),
             "batch_stats": batch_stats, "opt_state": opt_state, "step": state["step"] + 1}

@@ -28,6 +28,9 @@ output metric depth without a sigmoid; use it with `loss_space="depth"` (L1 / La
 on metres) and, for NYU, `augment=False` with `jaxdepth.data.nyu.train_transform` in the
 input pipeline. `to_dict()` leaves `metric` out while it is False, so the configs (and
 checkpoint digests) of earlier runs stay valid.
+`arch="monovit"` trains MonoViT (`monovit_size`, `width`) instead of DepthNet, by default
+with MonoViT's optimiser (AdamW, encoder at half the decoder's rate, ×0.9 per epoch;
+`jaxdepth.train.arch`, `jaxdepth.train.state`); the same loss, heads and initialisation.
 BatchNorm uses batch statistics in training and keeps running averages
 (PyTorch momentum 0.1) for inference.
 """
@@ -41,7 +44,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxdepth.losses import laplace_nll
-from jaxdepth.models import DepthNet
+from jaxdepth.models import DepthNet, MonoViT
+from jaxdepth.train import arch as arch_
 from jaxdepth.train import state as train_state
 from jaxdepth.train.augment import color_jitter, random_flip
 from jaxdepth.train.config import RunConfig, flat_dict, method_from_dict
@@ -62,6 +66,9 @@ class SupervisedConfig:
     loss_space: str = "log"
     init_depth: float | None = 10.0
     metric: bool = False
+    arch: str = "monodepth2"       # or "monovit" (jaxdepth.train.arch)
+    monovit_size: str = "small"
+    optimizer: str | None = None   # None: the arch's ("adam" / "monovit")
     run: RunConfig = RunConfig(height=96, image_width=320, steps=1500, lr=1e-4)
 
     def __post_init__(self):
@@ -72,6 +79,7 @@ class SupervisedConfig:
         if self.metric and self.loss_space != "depth":
             raise ValueError("metric models predict unbounded depth (no sigmoid): train them "
                              "with loss_space='depth'")
+        arch_.check(self, uses_num_layers=False)
 
     def with_run(self, **changes) -> SupervisedConfig:
         return dataclasses.replace(self, run=dataclasses.replace(self.run, **changes))
@@ -80,16 +88,20 @@ class SupervisedConfig:
         d = flat_dict(self)
         if not self.metric:
             del d["metric"]  # configs written before the field existed stay equal
-        return d
+        return arch_.drop_defaults(self, d)
 
     @classmethod
     def from_dict(cls, d) -> SupervisedConfig:
         return method_from_dict(cls, d)
 
-    def model(self) -> DepthNet:
-        return DepthNet(num_layers=self.num_layers, width=self.width,
-                        log_sigma=self.variant == "log", dropout_rate=self.dropout,
-                        metric=self.metric)
+    @property
+    def optimizer_name(self) -> str:
+        """The optimiser the run trains with (`jaxdepth.train.state.OPTIMIZERS`)."""
+        return arch_.optimizer_of(self)
+
+    def model(self) -> DepthNet | MonoViT:
+        return arch_.depth_model(self, log_sigma=self.variant == "log",
+                                 dropout_rate=self.dropout, metric=self.metric)
 
     def compile_key(self) -> SupervisedConfig:
         return dataclasses.replace(self, run=self.run.compile_key())
@@ -140,7 +152,7 @@ def init_state(cfg: SupervisedConfig):
     if cfg.init_depth is not None:
         variables = with_head_bias(variables, cfg.init_depth, model.min_depth, model.max_depth)
     return new_state(cfg.run, {"depth": variables["params"]},
-                     {"depth": variables["batch_stats"]})
+                     {"depth": variables["batch_stats"]}, optimizer=cfg.optimizer_name)
 
 
 def make_step(cfg: SupervisedConfig):
@@ -167,8 +179,9 @@ def _make_step(cfg: SupervisedConfig):
         loss = supervised_loss(out, depth, valid, cfg.variant, cfg.loss_space)
         return loss, ({"depth": updates["batch_stats"]}, {})
 
-    # no gathers or vmaps over the sharded batch axis: the step compiles as it stands
-    return train_state.make_step(loss_fn, auto_sharding=False)
+    # DepthNet: no gathers or vmaps over the sharded batch axis, the step compiles as it
+    # stands; MonoViT's attention reshapes the sharded batch (tokens ↔ maps): Auto mode
+    return train_state.make_step(loss_fn, auto_sharding=cfg.arch == "monovit")
 
 
 def variables_of(state):
