@@ -35,6 +35,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxdepth import calibration, cli, report, viz  # noqa: E402
+from jaxdepth.benchmarks.ablation import mode_protocol  # noqa: E402
 from jaxdepth.data.synthetic import SyntheticSource  # noqa: E402
 from jaxdepth.evaluation import SYNTHETIC, Evaluator, Row, evaluate, prepare  # noqa: E402
 from jaxdepth.train import distill, recipes, runs, selfsup, supervised  # noqa: E402
@@ -209,15 +210,6 @@ def build_rows(cfg: Config, configs, models, snaps) -> list[Row]:
     for mode in cfg.selfsup:
         rows += selfsup_table_rows(cfg, configs, models, mode)
     return rows
-
-
-def mode_protocol(cfg: selfsup.SelfSupConfig):
-    """The synthetic protocol of a self-supervised mode: per-image median scaling for M,
-    the known baseline's scale (×5.4) for S / MS."""
-    if cfg.mode == "M":
-        return dataclasses.replace(SYNTHETIC, name="synthetic_median", scaling="median")
-    return dataclasses.replace(SYNTHETIC, name="synthetic_stereo", scaling="stereo",
-                               stereo_factor=selfsup.stereo_scale_factor(cfg))
 
 
 def selfsup_table_rows(cfg: Config, configs, models, mode: str) -> list[Row]:

@@ -229,17 +229,20 @@ COLUMNS = (("abs_rel", "Abs Rel"), ("rmse", "RMSE"), ("a1", "δ≥1.25"))
 
 def format_table(rows: Sequence[dict], title: str | None = None) -> str:
     """The layout of Table 1 of the gradient-uncertainty paper, plus the depth
-    metrics of each row's depth (abs_rel, rmse, a1)."""
-    head1 = f"{'Model':<8}{'Method':<12}" + "".join(f"{label:^18}" for _, label in COLUMNS)
+    metrics of each row's depth (abs_rel, rmse, a1). The model and method columns widen
+    for names longer than 7 and 11 characters."""
+    mw = max([8] + [len(r["model"]) + 1 for r in rows])
+    tw = max([12] + [len(r["method"]) + 1 for r in rows])
+    head1 = f"{'Model':<{mw}}{'Method':<{tw}}" + "".join(f"{label:^18}" for _, label in COLUMNS)
     head1 += f"{'Inf':>9}  {'depth':^24}"
-    head2 = f"{'':<20}" + "".join(f"{'AUSE↓':>9}{'AURG↑':>9}" for _ in COLUMNS)
+    head2 = f"{'':<{mw + tw}}" + "".join(f"{'AUSE↓':>9}{'AURG↑':>9}" for _ in COLUMNS)
     head2 += f"{'[ms]':>9}  {'AbsRel':>8}{'RMSE':>8}{'δ<1.25':>8}"
     lines = ([title] if title else []) + [head1, head2, "-" * len(head2)]
     previous = None
     for r in rows:
         model = r["model"] if r["model"] != previous else ""
         previous = r["model"]
-        line = f"{model:<8}{r['method']:<12}"
+        line = f"{model:<{mw}}{r['method']:<{tw}}"
         for key, _ in COLUMNS:
             line += f"{r[key]['ause']:>9.3f}{r[key]['aurg']:>9.3f}"
         d = r["depth"]

@@ -311,6 +311,34 @@ def plot_reliability(path, coverage: Mapping[str, Mapping[str, float]], *,
     return path
 
 
+def plot_ablation(path, rows: Sequence[Mapping], *, metric: str = "rmse",
+                  title: str = "Ablation", dpi: int = 100):
+    """Grouped bars of AUSE (↓) per variant (x axis, in the rows' order) and model (one
+    colour each) for ``metric``. ``rows``: dicts with ``model``, ``method`` (the variant's
+    label) and ``{metric: {"ause", ...}}``. Returns ``path``."""
+    if not rows:
+        raise ValueError("plot_ablation: no rows given")
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    labels = list(dict.fromkeys(r["method"] for r in rows))
+    value = {(r["model"], r["method"]): r[metric]["ause"] for r in rows}
+    width = 0.8 / len(models)
+    fig = Figure(figsize=(max(6.0, 0.45 * len(labels) * max(1, len(models) / 2) + 2), 4.5),
+                 dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    x = np.arange(len(labels))
+    for k, m in enumerate(models):
+        ax.bar(x + (k - (len(models) - 1) / 2) * width,
+               [value.get((m, lab), np.nan) for lab in labels], width, label=m)
+    ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel(f"AUSE ({METRIC_LABELS.get(metric, metric)}) ↓")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
 def save_error_bar_panel(path, image, depth, bound, error, *, level: float,
                          title: str | None = None, dpi: int = 100):
     """Image | depth [m] | the calibrated error bound at ``level`` [m] | the true error
