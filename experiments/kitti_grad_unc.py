@@ -63,6 +63,7 @@ class Config:
     eval_batch: int = 8
     panels: int = 4
     calibration_images: int = 32   # the calibration split (val) of the error bounds; 0: none
+    calibration_monotone: str = "isotonic"  # calibration.fit(monotone=...): or "cummax"
     seed: int = 0
 
     def run(self, steps: int | None = None) -> RunConfig:
@@ -250,7 +251,8 @@ def evaluate_rows(rows, cfg: Config):
 
 
 def calibrate_rows(rows, cfg: Config, test_pixels):
-    """Error bounds in metres for every row (`jaxdepth.calibration`): fitted on the
+    """Error bounds in metres for every row (`jaxdepth.calibration`, normalised split
+    conformal by default, `calibration_monotone`): fitted on the
     `calibration_images` of the val split (disjoint from the test split; the row's
     protocol, relative errors for median-scaled rows), checked on the test pixels, against
     a constant bound fitted on the same calibration pixels. Returns `(entries, fits)`:
@@ -266,7 +268,8 @@ def calibrate_rows(rows, cfg: Config, test_pixels):
         s, e, d, _ = collect_pixels(row.fn, source, protocol, batch_size=cfg.eval_batch,
                                     seed=cfg.seed, label=f"calibrate {row.model} {row.method}")
         target = e / d if relative else e
-        cal = calibration.fit(s, target, relative=relative, method=row.method, model=row.model)
+        cal = calibration.fit(s, target, relative=relative, monotone=cfg.calibration_monotone,
+                              method=row.method, model=row.model)
         const = calibration.fit(np.zeros_like(s), target, relative=relative, bins=1)
         ts, te, td = test_pixels[(row.model, row.method)]
         got = calibration.evaluate(cal, ts, te, depth=td)

@@ -77,6 +77,10 @@ def add_parser(sub) -> None:
                          "depth (required for monocular, median-scaled models)")
     pr.add_argument("--bins", default="auto",
                     help="score-quantile bins: auto (default) or a number")
+    pr.add_argument("--monotone", choices=("cummax", "isotonic"), default="cummax",
+                    help="cummax: per-bin coverage guarantee (default); isotonic: normalised "
+                         "split conformal, marginal guarantee, no over-coverage where the "
+                         "error is not monotone in the score")
     pr.add_argument("--pixel-fraction", type=float, default=1.0,
                     help="keep each valid pixel with this probability (memory; 1.0)")
     pr.add_argument("--holdout", type=float, default=0.0,
@@ -299,7 +303,8 @@ def run(args) -> int:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "jaxdepth_version": jaxdepth.__version__}
     cal = C.fit(s[fit_px], target[fit_px], levels=args.levels, relative=args.relative,
-                bins=args.bins, method=method_sig, model=model_sig, info=info_meta)
+                bins=args.bins, monotone=args.monotone, seed=args.seed, method=method_sig,
+                model=model_sig, info=info_meta)
     result = {"calibration": C.evaluate(cal, s[fit_px], e[fit_px], depth=d[fit_px])}
     info = dict(cal.info, calibration_set=result["calibration"])
     if n_hold:
