@@ -425,6 +425,7 @@ def test_gradient_at_default_tap_matches_pytorch_autograd(released):
     assert diff <= 1e-4, diff
 
 
+@pytest.mark.slow
 def test_cli_and_bad_files(released, tmp_path, capsys):
     from jaxdepth.cli import main
     folder = released[0]

@@ -154,6 +154,7 @@ def test_reference_predictions_and_var_members(depthnet):
         np.testing.assert_allclose(refs[i][0], d_ref, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_monovit_default_tap_and_encoder_feature(monovit):
     """MonoViT: `taps=None` is its `X_13_Conv_0`, the reference perturbs its `enc4`, the loss
     is the explicit one (the gradient against `jax.grad` of the loss written out is

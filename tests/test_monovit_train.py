@@ -147,6 +147,7 @@ def _cli_config(steps=3):
     return recipes.build("supervised", run, model_width=WIDTH, **ARCH)
 
 
+@pytest.mark.slow
 def test_supervised_steps_lower_the_loss():
     cfg = _cli_config()
     td = training_data("synthetic", needs="depth", height=H, width=W, length=B)
@@ -160,6 +161,7 @@ def test_supervised_steps_lower_the_loss():
     assert int(state["step"]) == 3 and float(state["hparams"]["gamma"]) == pytest.approx(0.9)
 
 
+@pytest.mark.slow
 def test_selfsup_m_steps_lower_the_loss():
     cfg = recipes.build("selfsup-m", RunConfig(height=H, image_width=W, batch_size=4, lr=LR),
                         model_width=WIDTH, **ARCH)
@@ -174,6 +176,7 @@ def test_selfsup_m_steps_lower_the_loss():
 
 
 # ----------------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_train_monovit_and_predict(tmp_path, capsys):
     image = tmp_path / "street.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 70, 3), np.uint8)).save(image)
