@@ -40,7 +40,7 @@ from jaxdepth.data.synthetic import SyntheticSource  # noqa: E402
 from jaxdepth.evaluation import SYNTHETIC, Evaluator, Row, evaluate, prepare  # noqa: E402
 from jaxdepth.train import distill, recipes, runs, selfsup, supervised  # noqa: E402
 from jaxdepth.train.config import RunConfig  # noqa: E402
-from jaxdepth.uncertainty.methods import MethodOptions, ModelInfo, method  # noqa: E402
+from jaxdepth.uncertainty.methods import MethodOptions, ModelInfo, for_model, method  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +57,9 @@ class Config:
     snap: int = 0              # Snap row: the last N checkpoints of Reg
     selfsup: tuple = ()        # self-supervised modes to add ("M", "S", "MS")
     selfsup_boot: int | None = None
+    archs: tuple = ("monodepth2",)  # "monovit" adds MonoViT Reg / Log rows (see MONOVIT_ROWS)
+    monovit_size: str = "tiny"     # `jaxdepth.models.monovit.SIZES`; "small" is the released
+    monovit_width: float = 1.0     # MonoViT's channel multiplier
     methods: MethodOptions = MethodOptions()
     variance_weight: float = 2.0   # λ of Eq. 5 for the models with log σ heads
     test_images: int = 64
@@ -73,7 +76,7 @@ class Config:
 
 
 QUICK = Config(steps=6, boot=2, test_images=4, height=32, width=96, model_width=0.125,
-               eval_batch=4, panels=1, calibration_images=4)
+               eval_batch=4, panels=1, calibration_images=4, monovit_width=0.5)
 
 
 def parse_args(argv=None):
@@ -98,6 +101,14 @@ def parse_args(argv=None):
                         "recipe, jaxdepth.train.selfsup) and add their rows: plain (Post, "
                         "Var, In-Drop, Grad), Log (Log, Grad), Self (Self, Grad), Drop "
                         "and Boot; M is evaluated with per-image median scaling, S/MS with ×5.4")
+    p.add_argument("--arch", nargs="+", dest="archs", choices=("monodepth2", "monovit"),
+                   help="architectures of the table's models (default monodepth2): monovit "
+                        "adds MonoViT Reg (Post, Var, In-Drop, Grad) and Log (Log, Var, "
+                        "In-Drop, Grad) rows (--kitti-root: the checkpoints in --weights say their "
+                        "architecture; see jaxdepth convert monovit)")
+    p.add_argument("--monovit-size", choices=("tiny", "mpvit_tiny", "xsmall", "small"),
+                   help="MonoViT's size (default tiny; small is the released model)")
+    p.add_argument("--monovit-width", type=float, help="MonoViT's channel multiplier (1.0)")
     p.add_argument("--selfsup-boot", type=int,
                    help="bootstrap size of the self-supervised Boot rows (default: --boot)")
     p.add_argument("--seed", type=int)
@@ -113,22 +124,32 @@ def parse_args(argv=None):
 def config_of(args) -> Config:
     """The experiment's config: `QUICK` or `Config()`, with the given flags."""
     base = QUICK if args.quick else Config()
-    fields = {f.name for f in dataclasses.fields(Config)} - {"methods", "selfsup"}
+    fields = {f.name for f in dataclasses.fields(Config)} - {"methods", "selfsup", "archs"}
     changes = {k: getattr(args, k) for k in fields if getattr(args, k, None) is not None}
     if args.selfsup is not None:
         changes["selfsup"] = tuple(args.selfsup)
+    if args.archs:
+        changes["archs"] = tuple(dict.fromkeys(args.archs))
     methods = dataclasses.replace(cli.method_options(args), variance_weight=None)
     return dataclasses.replace(base, methods=methods, **changes)
 
 
 def model_configs(cfg: Config) -> dict[str, supervised.SupervisedConfig]:
-    base = supervised.SupervisedConfig(num_layers=cfg.num_layers, width=cfg.model_width,
-                                       run=cfg.run())
-    configs = {"Reg": base,
-               "Log": dataclasses.replace(base, variant="log"),
-               "Drop": dataclasses.replace(base, variant="drop")}
-    for i in range(cfg.boot):
-        configs[f"Boot{i + 1}"] = base.with_run(seed=cfg.seed + 1000 + i)
+    """Table 1's models of each of `cfg.archs`: Monodepth2's Reg, Log, Drop, Boot members;
+    MonoViT's Reg and Log (`MonoViT Reg`, `MonoViT Log`)."""
+    configs = {}
+    if "monodepth2" in cfg.archs:
+        base = supervised.SupervisedConfig(num_layers=cfg.num_layers, width=cfg.model_width,
+                                           run=cfg.run())
+        configs.update({"Reg": base, "Log": dataclasses.replace(base, variant="log"),
+                        "Drop": dataclasses.replace(base, variant="drop")})
+        for i in range(cfg.boot):
+            configs[f"Boot{i + 1}"] = base.with_run(seed=cfg.seed + 1000 + i)
+    if "monovit" in cfg.archs:
+        vit = supervised.SupervisedConfig(arch="monovit", monovit_size=cfg.monovit_size,
+                                          width=cfg.monovit_width, run=cfg.run())
+        configs.update({"MonoViT Reg": vit,
+                        "MonoViT Log": dataclasses.replace(vit, variant="log")})
     return configs
 
 
@@ -182,6 +203,11 @@ def train_models(cfg: Config, configs: dict, checkpoints, *, train: bool = True)
 TABLE1 = (("Reg", "Post", "post"), ("Reg", "Var", "var"), ("Reg", "In-Drop", "in_drop"),
           ("Reg", "Grad", "grad"), ("Log", "Log", "predictive"), ("Log", "Var", "var"),
           ("Log", "In-Drop", "in_drop"), ("Log", "Grad", "grad"), ("Drop", "Drop", "mc_drop"))
+#: the MonoViT rows (`--arch monovit`): Reg and Log with the training-free methods
+MONOVIT_ROWS = (("MonoViT Reg", "Post", "post"), ("MonoViT Reg", "Var", "var"),
+                ("MonoViT Reg", "In-Drop", "in_drop"), ("MonoViT Reg", "Grad", "grad"),
+                ("MonoViT Log", "Log", "predictive"), ("MonoViT Log", "Var", "var"),
+                ("MonoViT Log", "In-Drop", "in_drop"), ("MonoViT Log", "Grad", "grad"))
 
 
 def selfsup_rows(mode: str) -> tuple:
@@ -193,21 +219,24 @@ def selfsup_rows(mode: str) -> tuple:
 
 def _row(cfg: Config, configs, models, model, label, name, protocol=None) -> Row:
     apply_fn, variables = models[model]
-    info = ModelInfo.of(configs[model].model(), variables)
-    opts = cfg.methods
+    module = configs[model].model()
+    info = ModelInfo.of(module, variables)
+    opts = for_model(cfg.methods, module)  # Grad at MonoViT's own default tap
     if info.log_sigma:
         opts = dataclasses.replace(opts, variance_weight=cfg.variance_weight)
     return Row(model, label, method(name, apply_fn, variables, opts, info=info), protocol)
 
 
 def build_rows(cfg: Config, configs, models, snaps) -> list[Row]:
-    """The table's rows in the order of Table 1, then the self-supervised ones."""
-    rows = [_row(cfg, configs, models, *r) for r in TABLE1]
+    """The table's rows in the order of Table 1, then MonoViT's, then the self-supervised
+    ones."""
+    rows = [_row(cfg, configs, models, *r) for r in TABLE1 if r[0] in configs]
     boot = [models[k][1] for k in models if k.startswith("Boot")]
     if len(boot) >= 2:
         rows.append(Row("Boot", "Boot", method("ensemble", models["Reg"][0], boot)))
     if snaps:
         rows.append(Row("Snap", "Snap", method("ensemble", models["Reg"][0], snaps)))
+    rows += [_row(cfg, configs, models, *r) for r in MONOVIT_ROWS if r[0] in configs]
     for mode in cfg.selfsup:
         rows += selfsup_table_rows(cfg, configs, models, mode)
     return rows
@@ -290,10 +319,11 @@ def calibration_table(entries, level: str = "0.9") -> str:
     constant bound fitted on the same calibration pixels."""
     head = (f"Error bounds at {float(level):.0%} (fitted on the val split, measured on the "
             "test split)")
-    lines = [head, f"{'Model':<10} {'Method':<9} {'coverage':>9} {'mean bound [m]':>15} "
+    w = max([10] + [len(r["model"]) for r in entries])
+    lines = [head, f"{'Model':<{w}} {'Method':<9} {'coverage':>9} {'mean bound [m]':>15} "
              f"{'constant: coverage':>19} {'bound [m]':>10}"]
     for r in entries:
-        lines.append(f"{r['model']:<10} {r['method']:<9} {r['coverage'][level]:>9.3f} "
+        lines.append(f"{r['model']:<{w}} {r['method']:<9} {r['coverage'][level]:>9.3f} "
                      f"{r['mean_bound_m'][level]:>15.3f} {r['constant_coverage'][level]:>19.3f} "
                      f"{r['constant_bound_m'][level]:>10.3f}")
     return "\n".join(lines)
@@ -304,7 +334,7 @@ def save_calibration_pngs(out, entries, fits, panels, level: float = 0.9):
     `error_bars.png` (Reg Grad on the first test image: depth, bound, true error)."""
     viz.plot_reliability(out / "reliability.png",
                          {f"{r['model']}: {r['method']}": r["coverage"] for r in entries})
-    key = ("Reg", "Grad") if ("Reg", "Grad") in fits else next(iter(fits))
+    key = next((k for k in fits if k[1] == "Grad"), next(iter(fits)))
     est, gt = panels["estimates"][key], panels["gt"][0]
     depth = np.asarray(est.depth[0, ..., 0])
     bound = fits[key].error_bound(np.asarray(est.uncertainty[0, ..., 0]), level,
@@ -316,17 +346,19 @@ def save_calibration_pngs(out, entries, fits, panels, level: float = 0.9):
 
 
 def save_panels(out, panels, n):
-    """One PNG per test image: input, ground truth, Reg depth, its error, and every
-    method's uncertainty (hot: bright = uncertain)."""
+    """One PNG per test image: input, ground truth, the first Post row's depth (Reg's),
+    its error, and every method's uncertainty (hot: bright = uncertain)."""
     images, gt = panels["image"], panels["gt"]
-    reg = panels["estimates"][("Reg", "Post")]
+    first = next(k for k in panels["estimates"] if k[1] == "Post")
+    reg = panels["estimates"][first]
     for i in range(min(n, images.shape[0])):
         valid = gt[i] > 0
         depth = np.asarray(reg.depth[i, ..., 0])
         error = np.where(valid, np.abs(depth - gt[i]) / np.where(valid, gt[i], 1), np.nan)
         tiles = [images[i], viz.colorize(1.0 / np.where(valid, gt[i], np.nan)),
                  viz.colorize(1.0 / depth), viz.colorize(error, cmap="hot", mask=valid)]
-        titles = ["input", "ground truth (1/depth)", "Reg: Post depth (1/depth)", "abs rel error"]
+        titles = ["input", "ground truth (1/depth)", f"{first[0]}: Post depth (1/depth)",
+                  "abs rel error"]
         for (model, name), est in panels["estimates"].items():
             tiles.append(viz.colorize(np.asarray(est.uncertainty[i, ..., 0]), cmap="hot"))
             titles.append(f"{model}: {name}")
@@ -353,9 +385,12 @@ def main(argv=None):
     table_rows = build_rows(cfg, configs, models, snaps)
     ev, panels, pixels = evaluate_rows(table_rows, cfg)
     rows = ev.rows()
+    nets = ([f"DepthNet ResNet-{cfg.num_layers} width {cfg.model_width}"]
+            if "monodepth2" in cfg.archs else [])
+    nets += ([f"MonoViT {cfg.monovit_size} width {cfg.monovit_width}"]
+             if "monovit" in cfg.archs else [])
     title = (f"Uncertainty on procedural street scenes ({cfg.height}×{cfg.width}, "
-             f"{cfg.test_images} test images, DepthNet ResNet-{cfg.num_layers} "
-             f"width {cfg.model_width}, {cfg.steps} steps/model"
+             f"{cfg.test_images} test images, {', '.join(nets)}, {cfg.steps} steps/model"
              + (f"; M: {selfsup.steps_for('M', cfg.steps)}" if "M" in cfg.selfsup else "")
              + ")")
     note = ("collapsed to the near limit (constant depth; their rows are not meaningful): "

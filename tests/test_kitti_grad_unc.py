@@ -25,7 +25,8 @@ def test_quick_run_writes_table_json_and_pngs_then_reuses_checkpoints(experiment
     """The script as a user runs it, in its own process (the test worker's process has
     torch loaded by the converter tests; in two clean-clone CI runs XLA's compiler
     segfaulted on this run inside a worker, never in a fresh process)."""
-    args = ["--quick", "--out", str(tmp_path / "out"), "--checkpoints", str(tmp_path / "ck")]
+    args = ["--quick", "--arch", "monodepth2", "monovit", "--out", str(tmp_path / "out"),
+            "--checkpoints", str(tmp_path / "ck")]
     script = Path(__file__).parents[1] / "experiments" / "kitti_grad_unc.py"
     env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1")
     proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
@@ -38,7 +39,12 @@ def test_quick_run_writes_table_json_and_pngs_then_reuses_checkpoints(experiment
     pairs = [(r["model"], r["method"]) for r in result["rows"]]
     assert pairs == [("Reg", "Post"), ("Reg", "Var"), ("Reg", "In-Drop"), ("Reg", "Grad"),
                      ("Log", "Log"), ("Log", "Var"), ("Log", "In-Drop"), ("Log", "Grad"),
-                     ("Drop", "Drop"), ("Boot", "Boot")]
+                     ("Drop", "Drop"), ("Boot", "Boot"),
+                     ("MonoViT Reg", "Post"), ("MonoViT Reg", "Var"),
+                     ("MonoViT Reg", "In-Drop"), ("MonoViT Reg", "Grad"),
+                     ("MonoViT Log", "Log"), ("MonoViT Log", "Var"),
+                     ("MonoViT Log", "In-Drop"), ("MonoViT Log", "Grad")]
+    assert "MonoViT tiny width 0.5" in printed
     for row in result["rows"]:
         for metric in ("abs_rel", "rmse", "a1"):
             assert set(row[metric]) == {"ause", "aurg"}
@@ -65,12 +71,15 @@ def test_quick_run_writes_table_json_and_pngs_then_reuses_checkpoints(experiment
     # run names derive from the configs (a bootstrap member is a Reg run of another seed);
     # every run directory also holds the exported model that `jaxdepth predict` loads
     runs = sorted(p.name.split("-")[0] for p in (tmp_path / "ck").iterdir())
-    assert runs == ["drop", "log", "reg", "reg", "reg"]
+    assert runs == ["drop", "log", "log_monovit_tiny", "reg", "reg", "reg", "reg_monovit_tiny"]
+    archs = {p.name.split("-")[0]: json.loads((p / "meta.json").read_text())["architecture"]
+             for p in (tmp_path / "ck").iterdir()}
+    assert archs["reg_monovit_tiny"] == archs["log_monovit_tiny"] == "MonoViT"
     assert all((p / "meta.json").is_file() for p in (tmp_path / "ck").iterdir())
 
     # a second run finds every model finished and trains nothing
     cfg = experiment.config_of(experiment.parse_args(args))
     configs = experiment.all_configs(cfg)
     models, _, _ = experiment.train_models(cfg, configs, tmp_path / "ck", train=False)
-    assert capsys.readouterr().out.count("reusing") == len(configs) == len(models) == 5
+    assert capsys.readouterr().out.count("reusing") == len(configs) == len(models) == 7
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from jaxdepth.benchmarks.reference import reference_var
 from jaxdepth.evaluation import Row
 from jaxdepth.uncertainty.maps import Estimate
-from jaxdepth.uncertainty.methods import MethodOptions, ModelInfo, method
+from jaxdepth.uncertainty.methods import MethodOptions, ModelInfo, for_model, method
 
 __all__ = ["ProtocolResult", "BASE_METHOD", "COLUMN_METHOD", "paper_row", "attach_paper",
            "load_model", "is_model_dir", "model_kind", "resolve_weights", "model_rows",
@@ -216,6 +216,7 @@ def model_rows(name: str, model, variables, meta, columns, opts: MethodOptions, 
     the reference min-max normalises the map before storing it (the Base rows of every
     model but Post; the other methods come normalised)."""
     info = ModelInfo.of(model, variables, meta)
+    opts = for_model(opts, model)
     if opts.variance_weight is not None and not info.log_sigma:
         opts = dataclasses.replace(opts, variance_weight=0.0)
     space = space or opts.space or ("depth" if info.metric else "disp")

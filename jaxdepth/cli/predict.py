@@ -226,14 +226,10 @@ def _grad_taps(model, opts):
     """Check `--taps` against the model's tap names; the default (`dec6`, Monodepth2's)
     becomes the model's own `default_tap` (MonoViT: `X_13_Conv_0`); a DepthNet asked for
     an encoder tap (`enc0`…`enc4`) is cloned with `encoder_taps=True`."""
-    import dataclasses
-
     from jaxdepth.models import TAPS
-    from jaxdepth.uncertainty.methods import MethodOptions
+    from jaxdepth.uncertainty.methods import for_model
     names = tuple(getattr(model, "tap_names", TAPS))
-    default = getattr(model, "default_tap", "dec6")
-    if opts.taps == MethodOptions().taps and opts.taps[0] not in names:
-        opts = dataclasses.replace(opts, taps=(default,))
+    opts = for_model(opts, model)
     bad = [t for t in opts.taps if t not in names]
     if bad:
         raise CLIError(f"unknown tap(s) {bad}; choose from {', '.join(names)}")

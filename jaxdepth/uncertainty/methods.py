@@ -29,7 +29,7 @@ from jaxdepth.uncertainty import baselines, gradient
 from jaxdepth.uncertainty.maps import Estimate
 
 __all__ = ["METHODS", "ALIASES", "MethodOptions", "ModelInfo", "Method", "method", "canonical",
-           "unsupported", "supported_methods"]
+           "unsupported", "supported_methods", "for_model"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +99,16 @@ class ModelInfo:
                    sigma_space=meta.get("sigma_space") if sigma else None,
                    min_depth=float(getattr(model, "min_depth", 0.1)),
                    max_depth=float(getattr(model, "max_depth", 100.0)))
+
+
+def for_model(opts: MethodOptions, model) -> MethodOptions:
+    """`opts` for one model: the default `taps` (`("dec6",)`, Monodepth2's) become the
+    model's own `default_tap` where it has no `dec6` (MonoViT: `X_13_Conv_0`); taps a
+    user chose are kept (and checked when the method runs)."""
+    names = getattr(model, "tap_names", None)
+    if opts.taps == MethodOptions.taps and names is not None and opts.taps[0] not in names:
+        return dataclasses.replace(opts, taps=(model.default_tap,))
+    return opts
 
 
 class Method(NamedTuple):
