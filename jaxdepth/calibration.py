@@ -335,7 +335,12 @@ class Calibration:
         if not isinstance(d, Mapping) or d.get("format") != FORMAT:
             raise ValueError(f"{where}: not a jaxdepth calibration (no \"format\": "
                              f"\"{FORMAT}\")")
-        if int(d.get("version", 0)) > FORMAT_VERSION:
+        try:
+            version = int(d.get("version", 0))
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: malformed calibration (version {d.get('version')!r} "
+                             "is not an integer)") from None
+        if version > FORMAT_VERSION:
             raise ValueError(f"{where}: calibration format version {d['version']} is newer "
                              f"than this jaxdepth's ({FORMAT_VERSION})")
         try:
@@ -345,7 +350,8 @@ class Calibration:
                        relative=bool(d.get("relative", False)),
                        counts=tuple(d.get("counts") or ()), method=d.get("method"),
                        model=d.get("model"), info=dict(d.get("info") or {}))
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, ValueError) as e:  # ValueError: a non-number, or
+            # what the constructor's checks refuse (unsorted levels, decreasing bounds, …)
             raise ValueError(f"{where}: malformed calibration ({type(e).__name__}: {e})") from None
 
     def save(self, path) -> Path:
@@ -364,9 +370,11 @@ class Calibration:
         not a calibration)."""
         path = Path(path)
         try:
-            d = json.loads(path.read_text())
+            d = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not a calibration file (invalid JSON: {e})") from None
+        except UnicodeDecodeError as e:  # a binary file: the message would not name it
+            raise ValueError(f"{path}: not a calibration file (not UTF-8 text: {e})") from None
         return cls.from_dict(d, str(path))
 
 

@@ -141,7 +141,9 @@ def image_batches(paths, batch_size: int, width: int, height: int, resample):
         for i in chunk:
             try:
                 img = Image.open(paths[i]).convert("RGB")
-            except OSError as e:
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+                # OSError: truncated / unidentified; PIL's plugins also raise ValueError
+                # (a truncated IHDR chunk) and SyntaxError (broken chunks)
                 raise CLIError(f"{paths[i]}: cannot read image ({e})") from None
             originals.append(np.asarray(img))
             batch.append(np.asarray(img.resize((width, height), resample), np.float32) / 255.0)

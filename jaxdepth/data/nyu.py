@@ -58,12 +58,19 @@ def read_nyu_h5(path: str) -> tuple[np.ndarray, np.ndarray]:
                 raise ValueError(f"{path}: missing dataset {key!r} (expected {want} "
                                  f"{list(shape)}); found {sorted(f.keys())}")
             ds = f[key]
+            if not isinstance(ds, h5py.Dataset):  # e.g. a group named rgb
+                raise ValueError(f"{path}: {key!r} must be a dataset ({want} {list(shape)}), "
+                                 f"got a {type(ds).__name__}")
             ok_dtype = (ds.dtype == np.uint8 if key == "rgb"
                         else np.issubdtype(ds.dtype, np.floating))
             if tuple(ds.shape) != shape or not ok_dtype:
                 raise ValueError(f"{path}: dataset {key!r} must be {want} {list(shape)}, got "
                                  f"{ds.dtype} {list(ds.shape)}")
-            out.append(ds[()])
+            try:
+                out.append(ds[()])
+            except OSError as err:  # corrupt chunk: a filter (gzip) fails while reading
+                raise ValueError(f"{path}: dataset {key!r} could not be read, the file is "
+                                 f"corrupt ({err})") from None
     rgb, depth = out
     return np.ascontiguousarray(rgb.transpose(1, 2, 0)), depth.astype(np.float32)
 
