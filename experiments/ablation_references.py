@@ -23,7 +23,7 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from jaxdepth import report, viz  # noqa: E402
+from jaxdepth import cli, report, viz  # noqa: E402
 from jaxdepth.benchmarks import ablation  # noqa: E402
 
 #: (label, gradient_uncertainty keyword arguments): Table 5's rows, then the features'
@@ -47,25 +47,14 @@ def variants(name, model, chosen=None):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny smoke run")
-    p.add_argument("--models", nargs="+", choices=ablation.MODELS)
+    cli.add_ablation_arguments(p, out="runs/ablation_references")
     p.add_argument("--references", nargs="+", choices=[r for r, _ in REFERENCES],
                    help="a subset of the references (default: all)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--test-images", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--out", default="runs/ablation_references")
-    p.add_argument("--checkpoints", default="checkpoints")
     return p.parse_args(argv)
 
 
 def config_of(args) -> ablation.AblationConfig:
-    base = ablation.QUICK if args.quick else ablation.AblationConfig()
-    changes = {k: getattr(args, k) for k in ("steps", "test_images", "seed")
-               if getattr(args, k) is not None}
-    if args.models:
-        changes["models"] = tuple(args.models)
-    return dataclasses.replace(base, **changes)
+    return cli.ablation_config(args)
 
 
 def main(argv=None):

@@ -31,12 +31,13 @@ import sys
 from jaxdepth import runtime
 from jaxdepth.cli import calibrate, convert, predict, train
 from jaxdepth.cli.errors import CLIError
-from jaxdepth.cli.options import (add_kitti_arguments, add_method_arguments, kitti_config,
-                                  method_options)
+from jaxdepth.cli.options import (ablation_config, add_ablation_arguments, add_kitti_arguments,
+                                  add_method_arguments, kitti_config, method_options)
 from jaxdepth.cli.predict import IMAGE_EXTENSIONS, collect_images
 
 __all__ = ["main", "build_parser", "CLIError", "collect_images", "IMAGE_EXTENSIONS",
-           "add_method_arguments", "method_options", "add_kitti_arguments", "kitti_config"]
+           "add_method_arguments", "method_options", "add_kitti_arguments", "kitti_config",
+           "add_ablation_arguments", "ablation_config"]
 
 _COMMANDS = {"train": train, "predict": predict, "convert": convert, "calibrate": calibrate}
 

@@ -127,3 +127,32 @@ def kitti_config(args):
         eval_batch=int(getattr(args, "eval_batch", None) or 1),
         seed=int(getattr(args, "seed", None) or 0), methods=opts,
         out=str(getattr(args, "out", None) or "runs/kitti_protocol"))
+
+
+def add_ablation_arguments(parser: argparse.ArgumentParser, *, out: str) -> None:
+    """The flags every ablation script shares (`jaxdepth.benchmarks.ablation`): the
+    models, their training and test size, the output and checkpoint folders."""
+    from jaxdepth.benchmarks.ablation import MODELS
+
+    _add(parser, "--quick", action="store_true", help="tiny smoke run")
+    _add(parser, "--models", nargs="+", choices=MODELS)
+    _add(parser, "--steps", type=int, help="training steps per model (M: 2.5× as many)")
+    _add(parser, "--test-images", type=int)
+    _add(parser, "--seed", type=int)
+    _add(parser, "--out", default=out, help="results directory")
+    _add(parser, "--checkpoints", default="checkpoints",
+         help="where the models are kept (shared by the ablation scripts)")
+
+
+def ablation_config(args):
+    """`AblationConfig` (`QUICK` with `--quick`) with the flags of `add_ablation_arguments`."""
+    import dataclasses
+
+    from jaxdepth.benchmarks import ablation
+
+    base = ablation.QUICK if args.quick else ablation.AblationConfig()
+    changes = {k: getattr(args, k) for k in ("steps", "test_images", "seed")
+               if getattr(args, k) is not None}
+    if args.models:
+        changes["models"] = tuple(args.models)
+    return dataclasses.replace(base, **changes)
