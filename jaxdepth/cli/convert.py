@@ -24,6 +24,18 @@ def _snapshots(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected 'A-B' or 'A,B,...', got {text!r}") from None
 
 
+def _add_depth_head_arguments(parser) -> None:
+    """The flags of a converted depth network's input size and disparity range (the
+    Monodepth2 and MonoViT converters)."""
+    parser.add_argument("--height", type=int,
+                        help="training height, if the encoder file stores none")
+    parser.add_argument("--width", type=int, help="training width, if the encoder file stores none")
+    parser.add_argument("--min-depth", type=float, default=0.1, help="disp_to_depth minimum (0.1)")
+    parser.add_argument("--max-depth", type=float, default=100.0,
+                        help="disp_to_depth maximum (100)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint at --out")
+
+
 def add_parser(sub) -> None:
     conv = sub.add_parser("convert", help="convert PyTorch weights into a jaxdepth checkpoint")
     conv_sub = conv.add_subparsers(dest="format", required=True,
@@ -56,11 +68,7 @@ def add_parser(sub) -> None:
                       help="heads output metric depth, no sigmoid (NYU supervised models)")
     kind.add_argument("--disparity", dest="metric", action="store_false",
                       help="heads output sigmoid disparity (Monodepth2, KITTI)")
-    m.add_argument("--height", type=int, help="training height, if the encoder file stores none")
-    m.add_argument("--width", type=int, help="training width, if the encoder file stores none")
-    m.add_argument("--min-depth", type=float, default=0.1, help="disp_to_depth minimum (0.1)")
-    m.add_argument("--max-depth", type=float, default=100.0, help="disp_to_depth maximum (100)")
-    m.add_argument("--overwrite", action="store_true", help="replace a checkpoint at --out")
+    _add_depth_head_arguments(m)
     _add_deeplabv3_parser(conv_sub)
     _add_monovit_parser(conv_sub)
 
@@ -133,11 +141,7 @@ def _add_monovit_parser(conv_sub) -> None:
                    help="model size (default: read from the shapes)")
     v.add_argument("--model-width", type=float,
                    help="channel multiplier of the size (default: read from the shapes)")
-    v.add_argument("--height", type=int, help="training height, if the encoder file stores none")
-    v.add_argument("--width", type=int, help="training width, if the encoder file stores none")
-    v.add_argument("--min-depth", type=float, default=0.1, help="disp_to_depth minimum (0.1)")
-    v.add_argument("--max-depth", type=float, default=100.0, help="disp_to_depth maximum (100)")
-    v.add_argument("--overwrite", action="store_true", help="replace a checkpoint at --out")
+    _add_depth_head_arguments(v)
 
 
 def _run_monovit(args) -> int:
