@@ -27,6 +27,7 @@ from jaxdepth.convert import (ConversionError, convert_monodepth2, convert_monod
 from jaxdepth.export import CheckpointError
 from jaxdepth.models import DepthNet
 from jaxdepth.uncertainty import gradient_uncertainty, predictive
+from torch_helpers import randomize
 
 TORCH_REASON = ("the PyTorch equivalence tests of the converter need torch: "
                 "pip install torch==2.13.0 (CPU build) or pip install -e '.[dev]'")
@@ -169,24 +170,6 @@ def reference():
             super().__init__()
             self.net = nn.ModuleList([nn.Conv2d(c_enc, 256, 1), nn.Conv2d(256, 256, 3, 1, 1),
                                       nn.Conv2d(256, 256, 3, 1, 1), nn.Conv2d(256, 6 * frames, 1)])
-
-    def randomize(module, seed):
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for m in module.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    n = m.num_features
-                    m.weight.copy_(0.5 + torch.rand(n, generator=gen))
-                    m.bias.copy_(0.2 * torch.randn(n, generator=gen))
-                    m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-                    m.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=gen))
-                    m.num_batches_tracked.fill_(1000)
-                elif isinstance(m, (nn.Conv2d, nn.Linear)):
-                    bound = 1 / np.sqrt(m.weight[0].numel())
-                    m.weight.uniform_(-bound, bound, generator=gen)
-                    if m.bias is not None:
-                        m.bias.uniform_(-bound, bound, generator=gen)
-        return module.eval()
 
     return types.SimpleNamespace(torch=torch, F=F, ResnetEncoder=ResnetEncoder,
                                  DepthDecoder=DepthDecoder, PoseDecoder=PoseDecoder,

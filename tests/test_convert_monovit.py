@@ -24,6 +24,7 @@ from jaxdepth.convert.monodepth2 import ConversionError
 from jaxdepth.convert.monovit import RELEASED_DECODER_ORDER, convert_monovit
 from jaxdepth.export import load_checkpoint
 from jaxdepth.uncertainty.gradient import feature_gradients
+from torch_helpers import randomize
 
 TORCH_REASON = ("the PyTorch equivalence tests of the MonoViT converter need torch: "
                 "pip install torch==2.14.1 (CPU build) or pip install -e '.[dev]'")
@@ -317,25 +318,6 @@ def reference():
                 disp = 1 / 100 + (1 / 0.1 - 1 / 100) * sig  # disp_to_depth
                 out[("disp", s)], out[("depth", s)] = disp, 1 / disp
             return out
-
-    def randomize(module, seed, gain=1.0):
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for m in module.modules():
-                if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
-                    n = m.weight.numel()
-                    m.weight.copy_(0.5 + torch.rand(n, generator=gen))
-                    m.bias.copy_(0.2 * torch.randn(n, generator=gen))
-                    if isinstance(m, nn.BatchNorm2d):
-                        m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-                        m.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=gen))
-                        m.num_batches_tracked.fill_(1000)
-                elif isinstance(m, (nn.Conv2d, nn.Linear)):
-                    bound = gain / np.sqrt(m.weight[0].numel())
-                    m.weight.uniform_(-bound, bound, generator=gen)
-                    if m.bias is not None:
-                        m.bias.uniform_(-bound, bound, generator=gen)
-        return module.eval()
 
     return types.SimpleNamespace(torch=torch, MPViT=MPViT, HRDecoder=HRDecoder,
                                  randomize=randomize)
