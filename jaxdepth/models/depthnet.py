@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdepth.models.depth_decoder import TAPS, DepthDecoder
-from jaxdepth.models.init import torch_like_init
+from jaxdepth.models.contract import check_images, check_offsets, random_variables
 from jaxdepth.models.resnet import ResNetEncoder
 
 #: the five encoder outputs (ResNet: conv1 after ReLU, layer1 … layer4)
@@ -90,16 +90,8 @@ class DepthNet(nn.Module):
         """`offsets`: tap → array added to that activation; `dropout_rng`: turns on
         channel dropout at `dropout_rate` (default: the attribute); `train`:
         BatchNorm batch statistics (call with `mutable=["batch_stats"]`)."""
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images must be [B,H,W,3], got shape {images.shape}")
-        if images.shape[1] % 32 or images.shape[2] % 32:
-            raise ValueError(f"image height and width must be multiples of 32, got "
-                             f"{images.shape[1]}×{images.shape[2]}")
-        offsets = dict(offsets or {})
-        unknown = set(offsets) - set(self.tap_names)
-        if unknown:
-            raise ValueError(f"unknown tap(s) {sorted(unknown)}; expected names from "
-                             f"{self.tap_names}")
+        check_images(images)
+        offsets = check_offsets(offsets, self.tap_names)
         features = list(self.encoder(images, train=train))
         enc = {}
         for k, name in enumerate(ENCODER_TAPS):
@@ -134,6 +126,4 @@ class DepthNet(nn.Module):
     def init_variables(self, rng: jax.Array, height: int = 192, width: int = 640):
         """PyTorch-style random variables (see `init.torch_like_init`) for an
         input of the given size; `rng` is a JAX key or an int seed."""
-        abstract = jax.eval_shape(self.init, jax.random.PRNGKey(0),
-                                  jnp.zeros((1, height, width, 3), jnp.float32))
-        return torch_like_init(abstract, rng)
+        return random_variables(self, rng, height, width)

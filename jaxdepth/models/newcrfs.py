@@ -83,6 +83,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxdepth.models import swin
+from jaxdepth.models.contract import check_images, check_offsets, random_variables
 from jaxdepth.models.init import _seed, torch_like_init
 
 ENCODER_TAPS = tuple(f"enc{i}" for i in range(4))
@@ -339,20 +340,15 @@ class NeWCRFs(nn.Module):
     tap_names = TAPS
 
     def _check(self, images, offsets):
-        if images.ndim != 4 or images.shape[-1] != self.in_channels:
-            raise ValueError(f"images must be [B,H,W,{self.in_channels}], got shape {images.shape}")
-        if images.shape[1] % 32 or images.shape[2] % 32:
-            raise ValueError(f"image height and width must be multiples of 32 (the pixel-shuffle "
-                             f"chain needs ⌈H/4⌉ divisible by 8 and the ×4 head H divisible "
-                             f"by 4), got {images.shape[1]}×{images.shape[2]}")
+        check_images(images, self.in_channels,
+                     why="the pixel-shuffle chain needs ⌈H/4⌉ divisible by 8 and the ×4 "
+                         "head H divisible by 4")
         if self.normalize and self.in_channels % 3:
             raise ValueError(f"normalize=True needs RGB triples (in_channels a multiple of 3), "
                              f"got {self.in_channels}")
         if self.uem_pool not in UEM_POOLS:
             raise ValueError(f"uem_pool must be one of {UEM_POOLS}, got {self.uem_pool!r}")
-        unknown = set(offsets) - set(TAPS)
-        if unknown:
-            raise ValueError(f"unknown tap(s) {sorted(unknown)}; expected names from {TAPS}")
+        check_offsets(offsets, TAPS)
 
     @nn.compact
     def __call__(self, images, offsets: Mapping[str, jax.Array] | None = None, *,
@@ -419,9 +415,7 @@ class NeWCRFs(nn.Module):
     def init_variables(self, rng: jax.Array, height: int = 352, width: int = 1120):
         """Random variables for an input of the given size (see `newcrfs_init`); `rng` is
         a JAX key or an int seed."""
-        abstract = jax.eval_shape(self.init, jax.random.PRNGKey(0),
-                                  jnp.zeros((1, height, width, self.in_channels), jnp.float32))
-        return newcrfs_init(abstract, rng)
+        return random_variables(self, rng, height, width, self.in_channels, init=newcrfs_init)
 
 
 def newcrfs_init(abstract, rng):

@@ -22,10 +22,8 @@ conv1 kernel tiled ×2 and halved; jaxdepth starts from random (PyTorch-style) w
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
 
-from jaxdepth.models.init import torch_like_init
+from jaxdepth.models.contract import random_variables
 from jaxdepth.models.resnet import ResNetEncoder, scaled
 
 __all__ = ["PoseNet", "PoseDecoder", "from_converted"]
@@ -85,10 +83,7 @@ class PoseNet(nn.Module):
     def init_variables(self, rng, height: int = 192, width: int = 640):
         """PyTorch-style random variables (`models.init.torch_like_init`) for an input of
         the given size; `rng` is a JAX key or an int seed."""
-        abstract = jax.eval_shape(
-            self.init, jax.random.PRNGKey(0),
-            jnp.zeros((1, height, width, 3 * self.num_input_images), jnp.float32))
-        return torch_like_init(abstract, rng)
+        return random_variables(self, rng, height, width, 3 * self.num_input_images)
 
 
 def from_converted(tree, info) -> tuple[PoseNet, dict]:

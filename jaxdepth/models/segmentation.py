@@ -41,7 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdepth.models.init import torch_like_init
+from jaxdepth.models.contract import random_variables
 from jaxdepth.models.mobilenetv3 import MobileNetV3Large
 from jaxdepth.models.resnet import NORMALISATIONS, ResNetEncoder, scaled
 
@@ -188,9 +188,7 @@ class _InitMixin:
     def init_variables(self, rng: jax.Array, height: int = 64, width: int = 64):
         """PyTorch-style random variables (see `init.torch_like_init`) for an input of
         the given size (the shapes do not depend on it); `rng` is a JAX key or an int."""
-        abstract = jax.eval_shape(self.init, jax.random.PRNGKey(0),
-                                  jnp.zeros((1, height, width, 3), jnp.float32))
-        return torch_like_init(abstract, rng)
+        return random_variables(self, rng, height, width)
 
 
 def _check_common(num_classes: int, width: float, dropout_rate: float):

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdepth.models.depth_decoder import DECODER_CHANNELS, ReflectConv3x3, upsample2x
-from jaxdepth.models.init import torch_like_init
+from jaxdepth.models.contract import check_images, random_variables
 from jaxdepth.models.resnet import ResNetEncoder, scaled
 
 __all__ = ["UncertNet", "mean_sigma"]
@@ -33,11 +33,7 @@ class UncertNet(nn.Module):
     @nn.compact
     def __call__(self, images, train: bool = False):
         want = 3 * self.num_input_images
-        if images.ndim != 4 or images.shape[-1] != want:
-            raise ValueError(f"UncertNet takes [B,H,W,{want}], got {images.shape}")
-        if images.shape[1] % 32 or images.shape[2] % 32:
-            raise ValueError(f"image height and width must be multiples of 32, got "
-                             f"{images.shape[1]}×{images.shape[2]}")
+        check_images(images, want, name="UncertNet's images")
         features = ResNetEncoder(self.num_layers, self.width, name="encoder")(images, train=train)
         channels = [scaled(c, self.width) for c in DECODER_CHANNELS]
         x = features[-1]
@@ -51,10 +47,7 @@ class UncertNet(nn.Module):
 
     def init_variables(self, rng, height: int = 192, width: int = 640):
         """PyTorch-style random variables for an input of the given size."""
-        abstract = jax.eval_shape(
-            self.init, jax.random.PRNGKey(0),
-            jnp.zeros((1, height, width, 3 * self.num_input_images), jnp.float32))
-        return torch_like_init(abstract, rng)
+        return random_variables(self, rng, height, width, 3 * self.num_input_images)
 
 
 def mean_sigma(log_sigmas):
