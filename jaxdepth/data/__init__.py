@@ -1,1 +1,3 @@
 """jaxdepth.data."""
+
+from .drivingstereo import DrivingStereo  # noqa: F401
