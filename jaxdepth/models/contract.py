@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 import jax
 import jax.numpy as jnp
 
-__all__ = ["check_images", "check_offsets", "random_variables"]
+__all__ = ["add_offset", "check_images", "check_offsets", "random_variables"]
 
 
 def check_images(images, channels: int = 3, multiple: int = 32, *, name: str = "images",
@@ -29,6 +29,17 @@ def check_offsets(offsets: Mapping | None, names: Iterable[str]) -> dict:
     if unknown:
         raise ValueError(f"unknown tap(s) {sorted(unknown)}; expected names from {names}")
     return offsets
+
+
+def add_offset(a, tap: str, offsets: Mapping):
+    """`a + offsets[tap]` (the activation of tap `tap`), or `a` where no offset is given;
+    ValueError for an offset of another shape."""
+    if tap not in offsets:
+        return a
+    off = offsets[tap]
+    if tuple(off.shape) != tuple(a.shape):
+        raise ValueError(f"offsets[{tap!r}] must have the tap's shape {a.shape}, got {off.shape}")
+    return a + off
 
 
 def random_variables(module, rng, height: int, width: int, channels: int = 3, *,

@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdepth.models.contract import add_offset
 from jaxdepth.models.resnet import scaled
 
 DECODER_CHANNELS = (16, 32, 64, 128, 256)
@@ -107,7 +108,7 @@ class DepthDecoder(nn.Module):
         def block(name, tap, xs):
             nonlocal drop_index
             a = ReflectConv3x3(channels[int(name.split("_")[1])], name=name)(xs)
-            a = self._offset(a, tap, offsets)
+            a = add_offset(a, tap, offsets)
             taps[tap] = a
             y = nn.elu(a)
             if dropout_rng is not None and rate > 0:
@@ -123,7 +124,7 @@ class DepthDecoder(nn.Module):
             if i < 4:
                 head = ReflectConv3x3(1, name=f"{self.head_name}_{i}")([x])
                 if i == 0:
-                    head = self._offset(head, "dec10", offsets)
+                    head = add_offset(head, "dec10", offsets)
                     taps["dec10"] = head
                 heads[i] = head
                 if self.log_sigma:
@@ -132,12 +133,3 @@ class DepthDecoder(nn.Module):
         if self.log_sigma:
             out["log_sigma_heads"] = tuple(sigmas)
         return out
-
-    @staticmethod
-    def _offset(a, tap, offsets):
-        if tap not in offsets:
-            return a
-        off = offsets[tap]
-        if off.shape != a.shape:
-            raise ValueError(f"offsets[{tap!r}] must have the tap's shape {a.shape}, got {off.shape}")
-        return a + off

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdepth.models.depth_decoder import TAPS, DepthDecoder
-from jaxdepth.models.contract import check_images, check_offsets, random_variables
+from jaxdepth.models.contract import add_offset, check_images, check_offsets, random_variables
 from jaxdepth.models.resnet import ResNetEncoder
 
 #: the five encoder outputs (ResNet: conv1 after ReLU, layer1 … layer4)
@@ -95,7 +95,7 @@ class DepthNet(nn.Module):
         features = list(self.encoder(images, train=train))
         enc = {}
         for k, name in enumerate(ENCODER_TAPS):
-            features[k] = DepthDecoder._offset(features[k], name, offsets)
+            features[k] = add_offset(features[k], name, offsets)
             enc[name] = features[k]
         dec = self.decoder(tuple(features), {k: v for k, v in offsets.items() if k not in enc},
                            dropout_rng, dropout_rate)

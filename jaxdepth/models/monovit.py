@@ -79,7 +79,7 @@ import jax.numpy as jnp
 
 from jaxdepth.models.depth_decoder import ReflectConv3x3, channel_dropout, upsample2x
 from jaxdepth.models.depthnet import disp_to_depth
-from jaxdepth.models.contract import check_images, check_offsets, random_variables
+from jaxdepth.models.contract import add_offset, check_images, check_offsets, random_variables
 
 
 class MPViTSize(NamedTuple):
@@ -382,15 +382,6 @@ class _UnusedConv3x3(nn.Module):
         self.param("bias", nn.initializers.zeros, (self.features,))
 
 
-def _offset(a, tap, offsets):
-    if tap not in offsets:
-        return a
-    off = offsets[tap]
-    if tuple(off.shape) != tuple(a.shape):
-        raise ValueError(f"offsets[{tap!r}] must have the tap's shape {a.shape}, got {off.shape}")
-    return a + off
-
-
 class HRDepthDecoder(nn.Module):
     """MonoViT's HR-Depth decoder (module doc). `__call__(features, offsets, dropout_rng,
     dropout_rate)` → dict `heads` (pre-activation, scales 0..3), `log_sigma_heads` (with
@@ -409,7 +400,7 @@ class HRDepthDecoder(nn.Module):
         taps = {}
 
         def block(name, xs, out):
-            a = _offset(ReflectConv3x3(out, name=name)(xs), name, offsets)
+            a = add_offset(ReflectConv3x3(out, name=name)(xs), name, offsets)
             taps[name] = a
             return nn.elu(a)
 
@@ -444,7 +435,7 @@ class HRDepthDecoder(nn.Module):
         for s, inp in enumerate(inputs):
             head = ReflectConv3x3(1, name=f"dispconv_{s}")([inp])
             if s == 0:
-                head = _offset(head, "dispconv_0", offsets)
+                head = add_offset(head, "dispconv_0", offsets)
                 taps["dispconv_0"] = head
             heads.append(head)
             if self.log_sigma:
@@ -516,7 +507,7 @@ class MonoViT(nn.Module):
         feats = list(self.encoder(images, train=train))
         enc = {}
         for k, name in enumerate(ENCODER_TAPS):
-            feats[k] = _offset(feats[k], name, offsets)
+            feats[k] = add_offset(feats[k], name, offsets)
             enc[name] = feats[k]
         dec = self.decoder(feats, {k: v for k, v in offsets.items() if k not in enc},
                            dropout_rng, dropout_rate)

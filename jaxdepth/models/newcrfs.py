@@ -83,7 +83,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxdepth.models import swin
-from jaxdepth.models.contract import check_images, check_offsets, random_variables
+from jaxdepth.models.contract import add_offset, check_images, check_offsets, random_variables
 from jaxdepth.models.init import _seed, torch_like_init
 
 ENCODER_TAPS = tuple(f"enc{i}" for i in range(4))
@@ -152,15 +152,6 @@ def _conv(features, kernel, bias=True, name=None):
     pad = kernel // 2
     return nn.Conv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
                    use_bias=bias, name=name)
-
-
-def _add_offset(a, tap, offsets):
-    if tap not in offsets:
-        return a
-    off = offsets[tap]
-    if tuple(off.shape) != tuple(a.shape):
-        raise ValueError(f"offsets[{tap!r}] must have the tap's shape {a.shape}, got {off.shape}")
-    return a + off
 
 
 # --------------------------------------------------------------------------- PSP head
@@ -373,11 +364,11 @@ class NeWCRFs(nn.Module):
                                           name="backbone")(x, dropout_rng, dropout_rate))
         taps = {}
         for i, name in enumerate(ENCODER_TAPS):
-            feats[i] = _add_offset(feats[i], name, offsets)
+            feats[i] = add_offset(feats[i], name, offsets)
             taps[name] = feats[i]
 
         def tap(name, a):
-            a = _add_offset(a, name, offsets)
+            a = add_offset(a, name, offsets)
             taps[name] = a
             return a
 
