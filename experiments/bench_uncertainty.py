@@ -4,7 +4,10 @@
     python experiments/bench_uncertainty.py --arch monovit [--monovit-size small]
 
 For each batch size it prints ms/image (median over repeats, after compile and
-warm-up), each method's time ratio to Post and to one forward, and the FLOPs of
+warm-up) of each method in both forms — the extra passes batched with the original
+(`post`, `var`, `grad`) or run as separate calls (`*_separate`; the library's default
+on CPU) — each one's time ratio to (batched) Post and to one forward, which form is
+faster here, and the FLOPs of
 each compiled program from XLA's cost analysis (machine-noise free). The FLOP
 floor of the gradient method is two forwards plus the backward w.r.t.
 activations (no weight gradients) from the output down to the tapped layer. Its
@@ -95,11 +98,14 @@ def run(height, width, batch, repeats, tap=None, arch="monodepth2", monovit_size
     fwd2 = jax.jit(lambda v, x: model.apply(v, jnp.concatenate([x, x]))["depth"])
     methods = {
         "forward": fwd,
-        "post": lambda v, x: U.post(model.apply, v, x),
-        "var": lambda v, x: U.var(model.apply, v, x),
+        "post": lambda v, x: U.post(model.apply, v, x, batched=True),
+        "post_separate": lambda v, x: U.post(model.apply, v, x, batched=False),
+        "var": lambda v, x: U.var(model.apply, v, x, batched=True),
+        "var_separate": lambda v, x: U.var(model.apply, v, x, batched=False),
         "in_drop": lambda v, x: U.in_drop(model.apply, v, x),
-        "grad": lambda v, x: U.gradient_uncertainty(model.apply, v, x, taps=(tap,)),
-        "grad_unbatched": lambda v, x: U.gradient_uncertainty(
+        "grad": lambda v, x: U.gradient_uncertainty(model.apply, v, x, taps=(tap,),
+                                                    batch_reference=True),
+        "grad_separate": lambda v, x: U.gradient_uncertainty(
             model.apply, v, x, taps=(tap,), batch_reference=False),
     }
     rows = {}
@@ -152,7 +158,13 @@ def main(argv=None):
         print(f"grad FLOP floor (2 forwards + activation backward to {extra['tap']}): "
               f"{floor:.2f} "
               f"GFLOPs; grad = {rows['grad']['gflops'] / floor:.3f}× floor, "
-              f"unbatched reference = {rows['grad_unbatched']['gflops'] / floor:.3f}× floor")
+              f"separate reference = {rows['grad_separate']['gflops'] / floor:.3f}× floor")
+        fast = {m: min((m, f"{m}_separate"), key=lambda k: rows[k]["ms_per_image"])
+                for m in ("post", "var", "grad")}
+        print("faster form on this backend: " + ", ".join(
+            f"{m}: {'separate' if k.endswith('_separate') else 'batched'}"
+            for m, k in fast.items()) + f"; Grad ÷ Post (faster forms): "
+            f"{rows[fast['grad']]['ms_per_image'] / rows[fast['post']]['ms_per_image']:.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -31,6 +31,10 @@ def test_post_matches_two_passes_and_monodepth_blend(net):
     pf = np.asarray(apply_fn(variables, images[:, :, ::-1])["disp"])[:, :, ::-1]
     est = U.post(apply_fn, variables, images)
     np.testing.assert_allclose(est.uncertainty, np.abs(p - pf), rtol=1e-4, atol=2e-6)
+    for batched in (True, False):  # one forward of 2B or two of B: the same estimate
+        other = U.post(apply_fn, variables, images, batched=batched)
+        np.testing.assert_allclose(other.uncertainty, est.uncertainty, rtol=1e-4, atol=2e-6)
+        np.testing.assert_allclose(other.depth, est.depth, rtol=1e-5)
     xs = np.linspace(0, 1, W)
     left = 1.0 - np.clip(20 * (xs - 0.05), 0, 1)
     right = left[::-1]
@@ -55,6 +59,9 @@ def test_var_matches_five_separate_passes(net):
     want = np.where(valid, stack.var(0, ddof=1), stack[:4].var(0, ddof=1))
     est = U.var(apply_fn, variables, images, rng=rng)
     np.testing.assert_allclose(est.uncertainty, minmax(want), atol=2e-4)
+    for batched in (True, False):  # one forward of 5B or five of B
+        other = U.var(apply_fn, variables, images, rng=rng, batched=batched)
+        np.testing.assert_allclose(other.uncertainty, est.uncertainty, atol=2e-4)
     np.testing.assert_allclose(est.depth, 1.0 / preds[0], rtol=1e-5)
     raw = U.var(apply_fn, variables, images, rng=rng, normalize=False, space="depth")
     stack_d = 1.0 / np.where(stack > 0, stack, 1.0)

@@ -36,3 +36,15 @@ def check_outputs(outputs, *keys):
 def default_rng(rng):
     """`rng` or the fixed key 0 (documented default, keeps functions deterministic)."""
     return jax.random.PRNGKey(0) if rng is None else rng
+
+
+def batched_default(batched) -> bool:
+    """Whether a method runs its extra passes (the flipped / augmented references) in one
+    batched forward with the original images: `batched` if given, else the faster form
+    of the backend this process computes on — separate calls on CPU (XLA:CPU's
+    convolutions gain nothing from the larger batch and the batched backward of Grad
+    covers twice the images), one batched call on GPU / TPU (fewer, larger kernels).
+    Measured: `experiments/bench_uncertainty.py`, docs/design.md §"Batched or separate"."""
+    if batched is None:
+        return jax.default_backend() != "cpu"
+    return bool(batched)

@@ -59,20 +59,34 @@ def _jit(*static):
     return functools.partial(jax.jit, static_argnames=("apply_fn",) + static)
 
 
-@_jit("space")
-def _post(apply_fn, variables, images, *, space):
-    b = images.shape[0]
-    out = apply_fn(variables, jnp.concatenate([images, hflip(images)]))
-    _checks.check_outputs(out, space)
-    p, p_back = out[space][:b], hflip(out[space][b:])
+def _forwards(apply_fn, variables, inputs, key, batched):
+    """`apply_fn(variables, x)[key]` of each of `inputs` (same shapes): one forward of
+    their concatenation (`batched`) or one forward each."""
+    if batched:
+        out = apply_fn(variables, jnp.concatenate(inputs))
+        _checks.check_outputs(out, key)
+        return jnp.split(out[key], len(inputs))
+    outs = [apply_fn(variables, x) for x in inputs]
+    _checks.check_outputs(outs[0], key)
+    return [o[key] for o in outs]
+
+
+@_jit("space", "batched")
+def _post(apply_fn, variables, images, *, space, batched):
+    p, p_flip = _forwards(apply_fn, variables, [images, hflip(images)], space, batched)
+    p_back = hflip(p_flip)
     return Estimate(_to_depth(post_process_blend(p, p_back), space), jnp.abs(p - p_back))
 
 
-def post(apply_fn, variables, images, *, space: str = "disp") -> Estimate:
-    """Post: |p − flip(f(flip x))| and the post-processed depth (two passes, batched)."""
+def post(apply_fn, variables, images, *, space: str = "disp",
+         batched: bool | None = None) -> Estimate:
+    """Post: |p − flip(f(flip x))| and the post-processed depth (two passes: one batched
+    forward of 2B or two of B; `batched=None`: the backend's faster form,
+    `_checks.batched_default`)."""
     _checks.check_images(images)
     _checks.check_choice("space", space, SPACES)
-    return _post(apply_fn, variables, images, space=space)
+    return _post(apply_fn, variables, images, space=space,
+                 batched=_checks.batched_default(batched))
 
 
 def _masked_variance(preds, masks):
@@ -82,31 +96,32 @@ def _masked_variance(preds, masks):
     return jnp.sum(jnp.where(masks, (preds - mean) ** 2, 0.0), 0) / jnp.maximum(n - 1, 1)
 
 
-@_jit("space", "rot_angle", "noise_std", "normalize")
-def _var(apply_fn, variables, images, rng, *, space, rot_angle, noise_std, normalize):
-    b = images.shape[0]
+@_jit("space", "rot_angle", "noise_std", "normalize", "batched")
+def _var(apply_fn, variables, images, rng, *, space, rot_angle, noise_std, normalize, batched):
     refs = [make_reference(n, rng, angle=rot_angle, noise_std=noise_std)
             for n in ("flip", "gray", "noise", "rot")]
-    out = apply_fn(variables, jnp.concatenate([images] + [r.transform(images) for r in refs]))
-    _checks.check_outputs(out, space)
-    p = out[space]
-    preds, masks = [p[:b]], [jnp.ones_like(p[:b], bool)]
-    for k, r in enumerate(refs):
-        back, valid = r.inverse(p[(k + 1) * b:(k + 2) * b])
+    p, *p_refs = _forwards(apply_fn, variables, [images] + [r.transform(images) for r in refs],
+                           space, batched)
+    preds, masks = [p], [jnp.ones_like(p, bool)]
+    for r, p_ref in zip(refs, p_refs):
+        back, valid = r.inverse(p_ref)
         preds.append(back)
         masks.append(jnp.ones_like(back, bool) if valid is None
                      else jnp.broadcast_to(valid, back.shape))
     u = _masked_variance(jnp.stack(preds), jnp.stack(masks))
-    return Estimate(_to_depth(p[:b], space), normalize_per_image(u) if normalize else u)
+    return Estimate(_to_depth(p, space), normalize_per_image(u) if normalize else u)
 
 
 def var(apply_fn, variables, images, *, rng=None, space: str = "disp", rot_angle: float = 10.0,
-        noise_std: float = 0.01, normalize: bool = True) -> Estimate:
-    """Var: variance over 5 test-time augmentations (one batched forward of 5B)."""
+        noise_std: float = 0.01, normalize: bool = True,
+        batched: bool | None = None) -> Estimate:
+    """Var: variance over 5 test-time augmentations (one batched forward of 5B, or five of
+    B; `batched=None`: the backend's faster form, `_checks.batched_default`)."""
     _checks.check_images(images)
     _checks.check_choice("space", space, SPACES)
     return _var(apply_fn, variables, images, _checks.default_rng(rng), space=space,
-                rot_angle=float(rot_angle), noise_std=float(noise_std), normalize=bool(normalize))
+                rot_angle=float(rot_angle), noise_std=float(noise_std), normalize=bool(normalize),
+                batched=_checks.batched_default(batched))
 
 
 def _dropout_samples(apply_fn, variables, images, rng, n, space, rate):

@@ -248,7 +248,7 @@ def reference_predictions(apply_fn, variables, images, *, reference: str = "flip
 def feature_gradients(apply_fn, variables, images, *, taps: Sequence[str] | None = None,
                       reference: str = "flip", variance_weight: float = 0.0, depth_gt=None,
                       rng=None, rot_angle: float = 10.0, noise_std: float = 0.01,
-                      batch_reference: bool = True, feature_tap: str = "enc4",
+                      batch_reference: bool | None = None, feature_tap: str = "enc4",
                       feature_scale: float = 0.1,
                       var_members: Sequence[str] = VAR_MEMBERS):
     """Gradients of the auxiliary loss w.r.t. the tapped activations (steps 1–4).
@@ -267,7 +267,7 @@ def feature_gradients(apply_fn, variables, images, *, taps: Sequence[str] | None
                  noise_std=noise_std, feature_tap=feature_tap, feature_scale=feature_scale)
     apply_fn, shapes, refs = plan.apply_fn, plan.shapes, plan.refs
     b = images.shape[0]
-    batched = batch_reference and bool(members)
+    batched = _checks.batched_default(batch_reference) and bool(members)
     batch = jnp.concatenate([images] + plan.ref_inputs) if batched else images
     const = {}  # constant offsets added in the differentiated pass
     if batched and plan.perturb is not None:
@@ -331,7 +331,7 @@ def gradient_uncertainty(apply_fn, variables, images, *, taps: Sequence[str] | N
                          variance_weight: float = 0.0, upsample: str = "bilinear",
                          normalize: bool = True, depth_gt=None, rng=None,
                          absolute: bool = False, rot_angle: float = 10.0,
-                         noise_std: float = 0.01, batch_reference: bool = True,
+                         noise_std: float = 0.01, batch_reference: bool | None = None,
                          feature_tap: str = "enc4", feature_scale: float = 0.1,
                          var_members: Sequence[str] = VAR_MEMBERS) -> Estimate:
     """Post hoc gradient uncertainty of a fixed depth model.
@@ -366,9 +366,10 @@ def gradient_uncertainty(apply_fn, variables, images, *, taps: Sequence[str] | N
       rng: PRNG key for `noise`, the feature references and `var` (None: key 0);
         member i of the references draws with `fold_in(rng, i)`.
       absolute: take |g| before reducing (the paper and reference use signed g).
-      batch_reference: run the reference forward batched with the original
-        (one call, default) or as a separate call (for the feature references the
-        cheaper one, see the module doc).
+      batch_reference: run the reference forward batched with the original (one call)
+        or as a separate call (the backward then covers only the original images; for
+        the feature references also fewer forwards, see the module doc); None (default):
+        separate on CPU, batched on GPU / TPU (`_checks.batched_default`).
       feature_tap: the feature the feature references perturb (`enc4`, the deepest
         encoder output, by default; any name in the model's `features` — a DepthNet
         `model.apply` is cloned with `encoder_taps=True` to read it).
@@ -406,6 +407,6 @@ def gradient_uncertainty(apply_fn, variables, images, *, taps: Sequence[str] | N
         reduce=reduce, aggregate=aggregate, variance_weight=float(variance_weight),
         upsample=upsample, normalize=bool(normalize), absolute=bool(absolute),
         rot_angle=float(rot_angle), noise_std=float(noise_std),
-        batch_reference=bool(batch_reference), feature_tap=str(feature_tap),
+        batch_reference=_checks.batched_default(batch_reference), feature_tap=str(feature_tap),
         feature_scale=float(feature_scale),
         var_members=members if reference == "var" else VAR_MEMBERS)
