@@ -7,8 +7,8 @@ For each batch size it prints ms/image (median over repeats, after compile and
 warm-up) of each method in both forms — the extra passes batched with the original
 (`post`, `var`, `grad`) or run as separate calls (`*_separate`; the library's default
 on CPU) — each one's time ratio to (batched) Post and to one forward, which form is
-faster here, and the FLOPs of
-each compiled program from XLA's cost analysis (machine-noise free). The FLOP
+faster here, the FLOPs of each compiled program from XLA's cost analysis and its peak
+memory from XLA's buffer assignment (both machine-noise free). The FLOP
 floor of the gradient method is two forwards plus the backward w.r.t.
 activations (no weight gradients) from the output down to the tapped layer. Its
 backward part is counted from XLA's cost analysis of the activation VJP alone
@@ -39,6 +39,17 @@ def _flops(fn, *args):
     cost = jax.jit(fn).lower(*args).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", float("nan")))
+
+
+def _memory_mib(fn, *args):
+    """`(peak, working)` device memory of the compiled program in MiB from XLA's buffer
+    assignment: peak = arguments (the weights, the images) + outputs + temporaries
+    − aliased; working = the temporaries alone (what the method adds to the weights).
+    (XLA:CPU's `peak_memory_in_bytes` reports the arguments only, so it is not used.)"""
+    m = jax.jit(fn).lower(*args).compile().memory_analysis()
+    peak = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+            - m.alias_size_in_bytes)
+    return peak / 2 ** 20, m.temp_size_in_bytes / 2 ** 20
 
 
 def _time(fn, *args, repeats):
@@ -111,7 +122,9 @@ def run(height, width, batch, repeats, tap=None, arch="monodepth2", monovit_size
     rows = {}
     for name, fn in methods.items():
         rows[name] = {"ms_per_image": 1e3 * _time(fn, variables, images, repeats=repeats) / batch,
-                      "gflops": _flops(fn, variables, images) / 1e9}
+                      "gflops": _flops(fn, variables, images) / 1e9,
+                      **dict(zip(("peak_mib", "working_mib"),
+                                 _memory_mib(fn, variables, images)))}
     backward = backward_floor_flops_xla(model, variables, images, tap)
     floor = _flops(fwd2, variables, images) + backward
     for name, r in rows.items():
@@ -148,10 +161,11 @@ def main(argv=None):
                                  args.arch, args.monovit_size)
         results["batches"][batch] = {"rows": rows, "grad_floor_gflops": floor, **extra}
         print(f"\nbatch {batch}")
-        print(f"{'method':<16}{'ms/image':>10}{'× Post':>9}{'× fwd':>8}{'GFLOPs':>10}")
+        print(f"{'method':<16}{'ms/image':>10}{'× Post':>9}{'× fwd':>8}{'GFLOPs':>10}"
+              f"{'peak MiB':>10}{'work MiB':>10}")
         for name, r in rows.items():
             print(f"{name:<16}{r['ms_per_image']:>10.1f}{r['x_post']:>9.2f}{r['x_forward']:>8.2f}"
-                  f"{r['gflops']:>10.2f}")
+                  f"{r['gflops']:>10.2f}{r['peak_mib']:>10.0f}{r['working_mib']:>10.0f}")
         if "backward_gflops_analytic" in extra:
             print(f"activation backward to {extra['tap']}: {extra['backward_gflops_xla']:.2f} "
                   f"GFLOPs (XLA), {extra['backward_gflops_analytic']:.2f} (analytic)")
