@@ -106,10 +106,12 @@ class Evaluator:
         pred, unc, valid = prepare(estimate, gt, protocol or self.protocol, mask)
         gt2 = jnp.asarray(gt).reshape(pred.shape)
         self._depth[key].append(jax.device_get(metrics.batch_depth_metrics(gt2, pred, valid)))
+        # One computation for AUSE/AURG and the curves (NumPy on CPU, jit elsewhere).
+        sparse = metrics.sparsification.batch_sparsification(gt2, pred, unc, valid, self.steps)
         self._sparse[key].append(jax.device_get(
-            metrics.batch_ause_aurg(gt2, pred, unc, valid, self.steps)))
-        self._curves[key].append(jax.device_get(
-            metrics.sparsification_curves(gt2, pred, unc, valid, self.steps)))
+            {m: {"ause": sparse[m]["ause"], "aurg": sparse[m]["aurg"]}
+             for m in metrics.SPARSIFICATION_METRICS}))
+        self._curves[key].append(jax.device_get(metrics.sparsification.curves_of(sparse)))
 
     def time(self, model: str, method: str, seconds: float, n_images: int):
         entry = self._time[(model, method)]
