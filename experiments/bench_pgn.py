@@ -8,7 +8,11 @@ Times, in one run on the same randomly initialised model and input (batch 1, med
 their softmax), forward + last-layer PGN (one-hot and uniform labels, five p: 10 maps at
 decoder resolution, upsampled), forward + all 20 maps (the penultimate ones too), and MC
 dropout with `--samples` passes (dropout before the head, so the backbone runs once).
-Prints the seconds and each one's ratio to the forward pass; `--json` writes them.
+Prints the seconds and each one's ratio to the forward pass; the ratio measured the
+noise-robust way (`--pairs` alternating calls of the forward and the method, the median
+of the per-pair ratios, so that a slow spell of a shared machine hits both); and XLA's
+FLOPs and bytes accessed of each compiled program (machine-noise free). `--json` writes
+them.
 """
 from __future__ import annotations
 
@@ -39,6 +43,29 @@ def median_seconds(fn, *args, repeats: int) -> float:
     return statistics.median(times)
 
 
+def paired_ratio(base, fn, *args, pairs: int) -> float:
+    """Median over `pairs` of time(fn) / time(base), the two called alternately."""
+    jax.block_until_ready(base(*args))
+    jax.block_until_ready(fn(*args))
+    ratios = []
+    for _ in range(pairs):
+        t0 = time.perf_counter()
+        jax.block_until_ready(base(*args))
+        t1 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        t2 = time.perf_counter()
+        ratios.append((t2 - t1) / (t1 - t0))
+    return statistics.median(ratios)
+
+
+def cost(fn, *args) -> dict:
+    """XLA's cost analysis of the compiled program: GFLOPs and GB accessed."""
+    c = fn.lower(*args).compile().cost_analysis()
+    c = c[0] if isinstance(c, (list, tuple)) else c
+    return {"gflops": float(c.get("flops", float("nan"))) / 1e9,
+            "gbytes": float(c.get("bytes accessed", float("nan"))) / 1e9}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--height", type=int, default=512)
@@ -47,6 +74,8 @@ def main(argv=None):
     p.add_argument("--classes", type=int, default=19)
     p.add_argument("--samples", type=int, default=25, help="MC dropout passes (25)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--pairs", type=int, default=10,
+                   help="alternating forward / method call pairs of the paired ratio (10)")
     p.add_argument("--json", help="write the timings here")
     args = p.parse_args(argv)
 
@@ -78,20 +107,33 @@ def main(argv=None):
         lambda kk: model.apply(v, x, dropout_rng=kk)["logits"])(
             jax.random.split(k, args.samples))))
     r = args.repeats
+    pgn10, pgn20 = with_pgn(False), with_pgn(True)
     rows = {"forward": median_seconds(forward, variables, x, repeats=r),
-            "pgn_oh+uni (10 maps)": median_seconds(with_pgn(False), variables, x, repeats=r),
-            "pgn all 20 maps": median_seconds(with_pgn(True), variables, x, repeats=r),
+            "pgn_oh+uni (10 maps)": median_seconds(pgn10, variables, x, repeats=r),
+            "pgn all 20 maps": median_seconds(pgn20, variables, x, repeats=r),
             f"mc_dropout ({args.samples})": median_seconds(mc, variables, x, key, repeats=r)}
-    base = rows["forward"]
+    paired = {"forward": 1.0,
+              "pgn_oh+uni (10 maps)": paired_ratio(forward, pgn10, variables, x, pairs=args.pairs),
+              "pgn all 20 maps": paired_ratio(forward, pgn20, variables, x, pairs=args.pairs)}
+    costs = {"forward": cost(forward, variables, x), "pgn_oh+uni (10 maps)": cost(pgn10, variables, x),
+             "pgn all 20 maps": cost(pgn20, variables, x),
+             f"mc_dropout ({args.samples})": cost(mc, variables, x, key)}
+    base, fc = rows["forward"], costs["forward"]
     print(f"DeepLabV3+ {args.backbone}, {args.height}x{args.width}, batch 1, "
-          f"{jax.default_backend()} ({jax.devices()[0].device_kind}), median of {r}")
-    print(f"{'':24s}{'seconds':>10s}{'× forward':>11s}{'overhead':>10s}")
+          f"{jax.default_backend()} ({jax.devices()[0].device_kind}), median of {r}; paired: "
+          f"median of {args.pairs} alternating pairs")
+    print(f"{'':24s}{'seconds':>10s}{'× forward':>11s}{'paired ×':>10s}{'GFLOPs':>9s}"
+          f"{'× fwd':>7s}{'GB':>8s}{'× fwd':>7s}")
     for name, t in rows.items():
-        print(f"{name:24s}{t:10.4f}{t / base:11.3f}{100 * (t / base - 1):9.1f}%")
+        c = costs[name]
+        pr = f"{paired[name]:10.3f}" if name in paired else f"{'-':>10s}"
+        print(f"{name:24s}{t:10.4f}{t / base:11.3f}{pr}{c['gflops']:9.1f}"
+              f"{c['gflops'] / fc['gflops']:7.3f}{c['gbytes']:8.2f}{c['gbytes'] / fc['gbytes']:7.3f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"config": vars(args), "seconds": rows,
-                       "ratio": {k: v / base for k, v in rows.items()}}, f, indent=2)
+                       "ratio": {k: v / base for k, v in rows.items()},
+                       "paired_ratio": paired, "cost": costs}, f, indent=2)
     return rows
 
 
