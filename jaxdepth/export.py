@@ -8,13 +8,17 @@
 On disk:
 
     DIR/meta.json     {"format": "jaxdepth", "version": 1,
-                       "architecture": "DepthNet" | "MonoViT" (absent in older files:
-                                       DepthNet),
+                       "architecture": "DepthNet" | "MonoViT" | "NeWCRFs" (absent in
+                                       older files: DepthNet),
                        "model": the architecture's keyword arguments (DepthNet: num_layers,
                                 width, log_sigma, dropout_rate, metric, min_depth, max_depth,
                                 sigma_activation, encoder_taps (absent in older files:
                                 false); MonoViT: size, width, log_sigma, dropout_rate, metric,
-                                min_depth, max_depth, sigma_activation, unused_convs),
+                                min_depth, max_depth, sigma_activation, unused_convs;
+                                NeWCRFs: encoder, window, max_depth, in_channels (6: ADU-Depth's
+                                stereo teacher), uem, crf_scale, crf_window, drop_path_rate,
+                                normalize, encoder_taps, uem_range, uem_pool,
+                                uem_stop_gradient),
                        "height", "width": the input size the model was trained at,
                        "variant": "plain" | "uncertconv", "metric": bool,
                        "use_stereo": bool | null,
@@ -26,7 +30,9 @@ On disk:
                        "pose": null | {"num_layers", "width", "num_input_images",
                                        "num_frames_to_predict_for"},
                        "source": {...where it came from: a conversion, or
-                                  {"kind": "jaxdepth-train", "recipe", "config", "run", "step"}}}
+                                  {"kind": "jaxdepth-train", "recipe", "config", "run", "step"}},
+                       "checksum": {"variables": CRC-32 hex of the variables as written}
+                                   (absent in older files: not checked)}
     DIR/variables/    orbax `StandardSave` of {"params", "batch_stats"},
                       or of a list of N of them for an ensemble (Boot / Snap)
     DIR/pose/         orbax `StandardSave` of a pose network's tree (optional)
@@ -45,7 +51,12 @@ Segmentation checkpoints (`"architecture": "DeepLabV3" | "DeepLabV3Plus"`, modul
 
 and none of the depth-only entries (`variant`, `metric`, `use_stereo`, `scaling`).
 
-`meta.json` is written last, so a directory without it is an unfinished export. A
+`meta.json` is written last, so a directory without it is an unfinished export.
+`load_checkpoint` raises `CheckpointError` (a ValueError) naming the file for a damaged
+export — a `meta.json` that is no JSON or lacks entries, unreadable (truncated,
+deleted) variable files, variables whose CRC-32 differs from `meta.json`'s — and for
+variables that do not fit the model `meta.json` describes (another architecture or
+config). A
 trainer's run directory (`jaxdepth.train.runs`) holds its orbax steps and, once finished,
 this export beside them; `load_checkpoint` also reads a run directory without an export
 (an unfinished run, or one written before exports existed, its latest or a given step)
@@ -57,6 +68,7 @@ import dataclasses
 import datetime
 import json
 import shutil
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -67,6 +79,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxdepth.models import DepthNet, MonoViT, ResNetEncoder, encoder_channels
+from jaxdepth.models.newcrfs import NeWCRFs
 from jaxdepth.models.segmentation import DeepLabV3, DeepLabV3Plus
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ARCHITECTURES", "CheckpointError", "save_checkpoint",
@@ -76,7 +89,7 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "ARCHITECTURES", "CheckpointError", "save
 FORMAT = "jaxdepth"
 FORMAT_VERSION = 1
 #: architecture name in meta.json → Flax module class
-ARCHITECTURES = {"DepthNet": DepthNet, "MonoViT": MonoViT, "DeepLabV3": DeepLabV3,
+ARCHITECTURES = {"DepthNet": DepthNet, "MonoViT": MonoViT, "NeWCRFs": NeWCRFs, "DeepLabV3": DeepLabV3,
                  "DeepLabV3Plus": DeepLabV3Plus}
 #: architectures whose checkpoints are `"task": "segmentation"`
 SEGMENTATION_ARCHITECTURES = ("DeepLabV3", "DeepLabV3Plus")
@@ -109,7 +122,8 @@ def build_model(meta: Mapping[str, Any]):
 def abstract_variables(model):
     """`{"params", "batch_stats"}` shapes of a model (any input size multiple of 32)."""
     tree = jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                          jax.ShapeDtypeStruct(_PROBE, jnp.float32))
+                          jax.ShapeDtypeStruct(_PROBE[:3] + (getattr(model, "in_channels", 3),),
+                                               jnp.float32))
     return {"params": tree["params"], "batch_stats": tree.get("batch_stats", {})}
 
 
@@ -152,13 +166,44 @@ def _on_first_device(abstract):
                         abstract)
 
 
-def _restore_tree(path: Path, abstract):
+def tree_crc32(tree) -> str:
+    """One CRC-32 (8 hex digits) of a tree's array paths, dtypes, shapes and bytes."""
+    crc = 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]:
+        a = np.ascontiguousarray(np.asarray(leaf))
+        name = "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))))
+                        for k in path)
+        crc = zlib.crc32(f"{name}:{a.dtype}:{a.shape};".encode(), crc)
+        crc = zlib.crc32(a.reshape(-1).view(np.uint8), crc)
+    return f"{crc:08x}"
+
+
+def _restore_tree(path: Path, abstract, checksum: str | None = None, meta_path=None):
+    """Restore an orbax tree into `abstract`; `CheckpointError` naming the files for
+    damaged ones (unreadable, or `checksum` differing) and for a tree of other shapes
+    or structure than the model's."""
     import orbax.checkpoint as ocp
+
+    from jaxdepth.train.checkpoint import describe_error, is_mismatch
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is missing: the checkpoint is incomplete or damaged")
     ckptr = ocp.StandardCheckpointer()
     try:
-        return ckptr.restore(path.absolute(), _on_first_device(abstract))
+        tree = ckptr.restore(path.absolute(), _on_first_device(abstract))
+    except Exception as e:  # noqa: BLE001 — TensorStore / orbax read errors
+        if is_mismatch(e):
+            raise CheckpointError(f"{path} does not fit the model {meta_path or 'meta.json'} "
+                                  f"describes (another architecture or config?): "
+                                  f"{describe_error(e)}") from None
+        raise CheckpointError(f"{path} is damaged (truncated, deleted or corrupt files) and "
+                              f"cannot be read: {describe_error(e)}") from None
     finally:
         ckptr.close()
+    if checksum and tree_crc32(tree) != checksum:
+        raise CheckpointError(f"{path}: the data does not match the checksum in "
+                              f"{meta_path or 'meta.json'} (corrupted files); restore the "
+                              "checkpoint from a copy or write it again")
+    return tree
 
 
 # --------------------------------------------------------------------------- writing
@@ -241,7 +286,9 @@ def save_checkpoint(directory, model, variables, height: int, width: int,
                      or [f"m{i}" for i in range(len(members))])
         ensemble = {"members": len(members), "names": names}
     _prepare_dir(directory, overwrite)
-    _write_tree(directory / "variables", checked if members is not None else checked[0])
+    tree = checked if members is not None else checked[0]
+    _write_tree(directory / "variables", tree)
+    checksum = {"variables": tree_crc32(tree)}
     pose_info = None
     if pose is not None:
         tree, pose_info = pose
@@ -259,6 +306,7 @@ def save_checkpoint(directory, model, variables, height: int, width: int,
                      "metric": bool(kwargs.get("metric", False)), "use_stereo": None})
     full.update(meta)
     full["ensemble"], full["pose"] = ensemble, pose_info
+    full["checksum"] = checksum
     import jaxdepth
     full["jaxdepth_version"] = jaxdepth.__version__
     tmp = directory / "meta.json.tmp"
@@ -315,29 +363,48 @@ def load_checkpoint(directory, *, step: int | None = None):
                 "trainer wrote)")
         raise FileNotFoundError(f"{directory} is an exported checkpoint without training "
                                 f"steps; step={step} cannot be chosen")
+    meta = _read_meta(meta_path)
     try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError as e:
-        raise CheckpointError(f"{meta_path} is not valid JSON ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    if int(meta.get("version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{meta_path}: format version {meta['version']} is newer than "
-                              f"this jaxdepth reads ({FORMAT_VERSION}); upgrade jaxdepth")
-    model = build_model(meta)
-    abstract = abstract_variables(model)
-    ensemble = meta.get("ensemble")
-    target = [abstract] * int(ensemble["members"]) if ensemble else abstract
-    variables = _restore_tree(directory / "variables", target)
+        model = build_model(meta)
+        abstract = abstract_variables(model)
+        ensemble = meta.get("ensemble")
+        target = [abstract] * int(ensemble["members"]) if ensemble else abstract
+        int(meta["height"]), int(meta["width"])
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{meta_path} is damaged or incomplete: it does not describe a "
+                              f"model ({type(e).__name__}: {e})") from None
+    variables = _restore_tree(directory / "variables", target,
+                              (meta.get("checksum") or {}).get("variables"), meta_path)
     if ensemble:
         variables = list(variables)
     return model, variables, meta
 
 
+def _read_meta(meta_path: Path) -> dict:
+    try:
+        meta = json.loads(meta_path.read_text())
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{meta_path} is damaged: not text ({e})") from None
+    except ValueError as e:
+        raise CheckpointError(f"{meta_path} is not valid JSON — a damaged or truncated file "
+                              f"({e})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path} is damaged: a JSON {type(meta).__name__}, not an "
+                              "object")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    if int(meta.get("version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{meta_path}: format version {meta['version']} is newer than "
+                              f"this jaxdepth reads ({FORMAT_VERSION}); upgrade jaxdepth")
+    return meta
+
+
 def load_pose(directory):
     """`(tree, info)` of the pose network stored with a checkpoint, or None."""
     directory = Path(directory)
-    meta = json.loads((directory / "meta.json").read_text())
+    meta = _read_meta(directory / "meta.json")
     info = meta.get("pose")
     if not info or not (directory / "pose").is_dir():
         return None
@@ -357,4 +424,4 @@ def _restore_pose(directory: Path, info):
            "pose_1": conv(3, 256, 256), "pose_2": conv(1, 256, 6 * int(info["num_frames_to_predict_for"]))}
     abstract = {"params": {"pose_encoder": enc["params"], "pose_decoder": dec},
                 "batch_stats": {"pose_encoder": enc["batch_stats"]}}
-    return _restore_tree(directory / "pose", abstract)
+    return _restore_tree(directory / "pose", abstract, None, directory / "meta.json")

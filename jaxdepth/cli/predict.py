@@ -9,11 +9,20 @@ bilinear) and uncertainty back to the image's own size and writes `<stem>_depth.
 uncertainty with colour bars) into `--out`, one line per image. Depth is in metres for
 metric and supervised models, metres via the stereo scale (×5.4 for KITTI's rig) for
 stereo-trained ones, and in the model's own units (no metric scale) for monocular ones.
+
+Long runs: images are read, predicted and written one batch at a time (memory does not
+grow with the number of images), a progress bar goes to stderr from `PROGRESS_MIN`
+images on, every output file is written under a temporary name and renamed, and
+`--skip-existing` skips the images whose outputs (`output_names`) all exist, so a run
+that was stopped resumes where it stopped — with the same batches (and noise) as an
+uninterrupted run, so the same outputs. `--out` is probed for writing before the
+checkpoint is loaded.
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import os
 import re
 import sys
 import time
@@ -67,6 +76,9 @@ def add_parser(sub) -> None:
     pr.add_argument("--batch-size", type=int, default=4, help="images per call (4)")
     pr.add_argument("--seed", type=int, default=0, help="noise/dropout seed")
     pr.add_argument("--no-panel", action="store_true", help="do not write the PNG panels")
+    pr.add_argument("--skip-existing", action="store_true",
+                    help="skip images whose outputs (depth, uncertainty, bounds, panel unless "
+                         "--no-panel) are all in --out already: resume a stopped run")
     pr.add_argument("--calibration", type=Path, default=None, metavar="FILE",
                     help="a `jaxdepth calibrate` file of this checkpoint and method: also "
                          "write <stem>_bound<level>.npy, the error bound in metres")
@@ -127,16 +139,21 @@ def _resize_map(x, h: int, w: int):
         (w, h), Image.Resampling.BILINEAR), np.float32)
 
 
-def image_batches(paths, batch_size: int, width: int, height: int, resample):
-    """`(indices, originals, batch)` per chunk of `paths`: the images as read (uint8
-    `[h, w, 3]`) and resized to `width × height` with PIL's `resample`, in [0, 1],
-    `[batch_size, height, width, 3]` (the last chunk padded by repeating its last image,
-    so every call has one compiled shape)."""
+def image_batches(paths, batch_size: int, width: int, height: int, resample, skip=()):
+    """`(indices, originals, batch)` per chunk of `paths`, read lazily (one chunk in
+    memory at a time): the images as read (uint8 `[h, w, 3]`) and resized to
+    `width × height` with PIL's `resample`, in [0, 1], `[batch_size, height, width, 3]`
+    (the last chunk padded by repeating its last image, so every call has one compiled
+    shape). Chunks whose indices are all in `skip` are not read; the chunks are the same
+    whatever `skip` is."""
     import numpy as np
     from PIL import Image
 
+    skip = set(skip)
     for start in range(0, len(paths), batch_size):
         chunk = list(range(start, min(start + batch_size, len(paths))))
+        if all(i in skip for i in chunk):
+            continue
         originals, batch = [], []
         for i in chunk:
             try:
@@ -149,6 +166,31 @@ def image_batches(paths, batch_size: int, width: int, height: int, resample):
             batch.append(np.asarray(img.resize((width, height), resample), np.float32) / 255.0)
         batch += [batch[-1]] * (batch_size - len(batch))
         yield chunk, originals, np.clip(np.stack(batch), 0.0, 1.0)
+
+
+def output_names(stem: str, levels=(), panel: bool = True) -> list[str]:
+    """The files `jaxdepth predict` writes for one image of output stem `stem`; with
+    `--skip-existing` an image is done when all of them exist."""
+    return ([f"{stem}_depth.npy", f"{stem}_uncertainty.npy"]
+            + [f"{stem}_bound{lvl:g}.npy" for lvl in levels]
+            + ([f"{stem}_panel.png"] if panel else []))
+
+
+def _partial(path: Path) -> Path:
+    """The temporary name an output is written under before it is renamed into place
+    (hidden, and not ending as any output does)."""
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+def save_npy(path, array) -> None:
+    """`np.save` under a temporary name, then renamed: a killed run leaves no truncated
+    output."""
+    import numpy as np
+    path = Path(path)
+    tmp = _partial(path)
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
 
 
 def _split_taps(args):
@@ -274,6 +316,11 @@ def run(args) -> int:
     paths = collect_images(args.images)
     if not args.checkpoint.exists():
         raise CLIError(f"checkpoint directory {args.checkpoint} does not exist")
+    from jaxdepth.train.checkpoint import OutputNotWritable, probe_writable
+    try:
+        probe_writable(args.out, 1 << 20, "--out")
+    except OutputNotWritable as e:
+        raise CLIError(str(e)) from None
 
     import numpy as np
     from PIL import Image
@@ -286,6 +333,9 @@ def run(args) -> int:
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from None
     if meta.get("task") == "segmentation":
+        if args.skip_existing:
+            raise CLIError("--skip-existing applies to depth checkpoints; "
+                           f"{args.checkpoint} is a segmentation model")
         from jaxdepth.cli import predict_segmentation
         return predict_segmentation.run(args, paths, model, variables, meta)
     if args.method is None:
@@ -300,35 +350,48 @@ def run(args) -> int:
     unc_label = uncertainty_label(key, opts, info, scale)
     args.out.mkdir(parents=True, exist_ok=True)
     stems = _stems(paths)
-    bar = tqdm(total=len(paths), desc=f"predict ({args.method})", unit="img",
-               disable=len(paths) < PROGRESS_MIN, file=sys.stderr, dynamic_ncols=True)
+    done = set()
+    if args.skip_existing:
+        done = {i for i, st in enumerate(stems)
+                if all((args.out / n).is_file() for n in output_names(st, levels, not args.no_panel))}
+        if done:
+            print(f"--skip-existing: {len(done)} of {len(paths)} images have their outputs in "
+                  f"{args.out} already", file=sys.stderr)
+    bar = tqdm(total=len(paths), initial=len(done), desc=f"predict ({args.method})",
+               unit="img", disable=len(paths) < PROGRESS_MIN, file=sys.stderr,
+               dynamic_ncols=True)
     say = tqdm.write if not bar.disable else print
     t0 = time.perf_counter()
     for chunk, originals, batch in image_batches(paths, args.batch_size, width, height,
-                                                 Image.Resampling.LANCZOS):
+                                                 Image.Resampling.LANCZOS, skip=done):
         est = run_fn(batch)
         depth, unc = np.asarray(est.depth)[..., 0], np.asarray(est.uncertainty)[..., 0]
+        del est
         for k, i in enumerate(chunk):
+            if i in done:  # a chunk is predicted whole, so its noise is an uninterrupted run's
+                continue
             h, w = originals[k].shape[:2]
             with np.errstate(divide="ignore"):
                 disp = _resize_map(1.0 / depth[k], h, w)
                 d = (scale / disp).astype(np.float32)
             u = _resize_map(unc[k], h, w)
             stem = args.out / stems[i]
-            np.save(f"{stem}_depth.npy", d)
-            np.save(f"{stem}_uncertainty.npy", u)
+            save_npy(f"{stem}_depth.npy", d)
+            save_npy(f"{stem}_uncertainty.npy", u)
             bounds = {lvl: cal.error_bound(u, lvl, depth=d if cal.relative else None)
                       .astype(np.float32) for lvl in levels}
             for lvl, b in bounds.items():
-                np.save(f"{stem}_bound{lvl:g}.npy", b)
+                save_npy(f"{stem}_bound{lvl:g}.npy", b)
             if not args.no_panel:
                 shown = 0.9 if 0.9 in bounds else max(bounds, default=None)
+                panel = Path(f"{stem}_panel.png")
                 with np.errstate(divide="ignore", invalid="ignore"):
                     save_prediction_panel(
-                        f"{stem}_panel.png", originals[k], d, u, depth_label=depth_label,
+                        _partial(panel), originals[k], d, u, depth_label=depth_label,
                         uncertainty_label=f"{args.method}: {unc_label}",
                         bound=None if shown is None else bounds[shown],
                         bound_label=f"error bound at {shown:g} [m]" if shown else "")
+                os.replace(_partial(panel), panel)
             say(f"{paths[i]}: {w}x{h}, depth {np.nanmin(d):.3g}-{np.nanmax(d):.3g} "
                 f"(median {np.nanmedian(d):.3g}), mean uncertainty {np.nanmean(u):.3g} "
                 f"-> {stem}_{{depth,uncertainty}}.npy")
@@ -336,5 +399,7 @@ def run(args) -> int:
     bar.close()
     if len(paths) >= PROGRESS_MIN:
         wall = time.perf_counter() - t0
-        print(f"{len(paths)} images in {wall:.1f} s ({args.method}), outputs in {args.out}")
+        print(f"{len(paths) - len(done)} images in {wall:.1f} s ({args.method})"
+              + (f", {len(done)} skipped (--skip-existing)" if done else "")
+              + f", outputs in {args.out}")
     return 0

@@ -13,16 +13,24 @@ pipeline's position; 20 checkpoints per run, at most one a minute,
 config again resumes a killed run exactly; a directory
 written with another config is refused (`ConfigMismatch`). A run that is not finished
 and may not be trained (`train=False`) raises `RunNotFinished`.
+
+A damaged step (unreadable or corrupted files, `jaxdepth.train.checkpoint`, "Damage")
+is set aside as `<step>.damaged` and the run resumes from its newest intact step; a
+finished run whose final step is damaged is trained again from there (the result is
+the same: resuming is exact). `restore_variables` and `load_run` raise
+`CheckpointDamaged` naming the step directory.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import jax
 
-from jaxdepth.train.checkpoint import Checkpointer
+from jaxdepth.train.checkpoint import (CheckpointDamaged, Checkpointer, StateMismatch,
+                                       describe_error, is_mismatch, verify_checksums)
 from jaxdepth.train.config import SAVE_MIN_SECONDS
 
 __all__ = ["RunNotFinished", "digest", "run_dir", "train_or_load", "export_run", "restore_variables",
@@ -82,17 +90,27 @@ def train_or_load(name: str | None, cfg, root=None, *, init_state, step, data=No
     name = name or directory.name.rsplit("-", 1)[0]
     with Checkpointer(directory, cfg.to_dict(), save_every=run.save_every, keep=keep,
                       min_interval_s=SAVE_MIN_SECONDS if keep == 1 else 0.0) as ckpt:
+        state, damaged = None, ""
         if ckpt.latest_step == run.steps:
-            state = {**restore_variables(directory, run.steps), "step": run.steps}
-            if progress:
-                print(f"{name}: reusing {directory}")
-        elif not train:
-            raise RunNotFinished(f"{name}: no finished checkpoint in {directory} (latest step "
-                                 f"{ckpt.latest_step}, the run needs {run.steps}) and training "
-                                 "was disabled")
-        else:
+            try:
+                state = {**restore_variables(directory, run.steps), "step": run.steps}
+            except CheckpointDamaged as e:
+                damaged = f" (its final step is damaged: {e})"
+                if train:
+                    warnings.warn(f"{name}: {e}; training the rest of the run again",
+                                  RuntimeWarning, stacklevel=2)
+                    ckpt.set_aside(run.steps)
+            else:
+                if progress:
+                    print(f"{name}: reusing {directory}")
+        if state is None:
+            if not train:
+                raise RunNotFinished(f"{name}: no finished checkpoint in {directory} (latest "
+                                     f"step {ckpt.latest_step}, the run needs {run.steps})"
+                                     f"{damaged} and training was disabled")
             state = _train(name, cfg, ckpt, init_state(cfg), step, data, needs,
                            moving_objects, progress)
+            ckpt.trim()  # while training, two steps are kept (damage); now `keep`
     if export:
         export_run(directory, cfg, state)
     return state
@@ -147,17 +165,30 @@ def restore_variables(directory, step: int) -> dict:
     import orbax.checkpoint as ocp
 
     mgr = ocp.CheckpointManager(Path(directory).absolute())
+    step_dir = Path(directory) / str(step)
     try:
         if step not in mgr.all_steps():
             raise FileNotFoundError(f"{directory}: no step {step}; steps saved: "
                                     f"{sorted(mgr.all_steps())}")
-        tree = _state_metadata(Path(directory) / str(step) / "state")
-        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
-                              {"params": tree["params"], "batch_stats": tree["batch_stats"]})
-        state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-            partial_restore=True)))["state"]
+        try:
+            tree = _state_metadata(step_dir / "state")
+            sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                {"params": tree["params"], "batch_stats": tree["batch_stats"]})
+            items = {"state": ocp.args.PyTreeRestore(
+                item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                partial_restore=True)}
+            if (step_dir / "checksum").is_dir():
+                items["checksum"] = ocp.args.JsonRestore()
+            out = mgr.restore(step, args=ocp.args.Composite(**items))
+        except Exception as e:  # noqa: BLE001 — unreadable or missing files
+            if is_mismatch(e):
+                raise StateMismatch(f"checkpoint {step_dir}: {describe_error(e)}") from None
+            raise CheckpointDamaged(f"checkpoint {step_dir} is damaged and cannot be restored "
+                                    f"({describe_error(e)})") from None
+        state = out["state"]
+        verify_checksums(state, out.get("checksum"), f"checkpoint {step_dir}")
     finally:
         mgr.close()
     if "encoder" in state["params"]:  # the earlier supervised layout
@@ -210,7 +241,12 @@ def load_run(directory, step: int):
         if step not in mgr.all_steps():
             raise FileNotFoundError(f"{directory}: no step {step}; steps saved: "
                                     f"{sorted(mgr.all_steps())}")
-        config = mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+        try:
+            config = mgr.restore(step, args=ocp.args.Composite(
+                config=ocp.args.JsonRestore()))["config"]
+        except Exception as e:  # noqa: BLE001 — an unreadable config file
+            raise CheckpointDamaged(f"checkpoint {Path(directory) / str(step)} is damaged: its "
+                                    f"config cannot be read ({describe_error(e)})") from None
     finally:
         mgr.close()
     cfg = config_from_dict(config, where=str(directory))
