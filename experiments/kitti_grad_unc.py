@@ -65,7 +65,7 @@ class Config:
     test_images: int = 64
     eval_batch: int = 8
     panels: int = 4
-    calibration_images: int = 32   # the calibration split (val) of the error bounds; 0: none
+    calibration_images: int = 64   # the calibration split (val) of the error bounds; 0: none
     calibration_monotone: str = "isotonic"  # calibration.fit(monotone=...): or "cummax"
     seed: int = 0
 
