@@ -6,7 +6,7 @@
 Times, in one run on the same randomly initialised model and input (batch 1, median of
 `--repeats` calls after a compiling call): the forward pass (logits at the input size and
 their softmax), forward + last-layer PGN (one-hot and uniform labels, five p: 10 maps at
-decoder resolution, upsampled), forward + all 20 maps (the penultimate ones too), and MC
+decoder resolution, then also upsampled to the input), forward + all 20 maps (the penultimate ones too), and MC
 dropout with `--samples` passes (dropout before the head, so the backbone runs once).
 Prints the seconds and each one's ratio to the forward pass; the ratio measured the
 noise-robust way (`--pairs` alternating calls of the forward and the method, the median
@@ -86,7 +86,7 @@ def main(argv=None):
     head = P.head_of(variables)
     forward = jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, x)["logits"], -1))
 
-    def with_pgn(penultimate):
+    def with_pgn(penultimate, upsample=True):
         @jax.jit
         def fn(v, x):
             out = model.apply(v, x)
@@ -98,8 +98,9 @@ def main(argv=None):
                                            label=lab, p=q) for lab in P.LABELS
                          for q in P.DEFAULT_PS]
             maps = jnp.stack(maps, -1)
-            maps = jax.image.resize(maps, x.shape[:3] + maps.shape[-1:], "bilinear",
-                                    antialias=False)
+            if upsample:
+                maps = jax.image.resize(maps, x.shape[:3] + maps.shape[-1:], "bilinear",
+                                        antialias=False)
             return jax.nn.softmax(out["logits"], -1), maps
         return fn
 
@@ -107,15 +108,20 @@ def main(argv=None):
         lambda kk: model.apply(v, x, dropout_rng=kk)["logits"])(
             jax.random.split(k, args.samples))))
     r = args.repeats
-    pgn10, pgn20 = with_pgn(False), with_pgn(True)
+    pgn10, pgn20, pgn10_dec = with_pgn(False), with_pgn(True), with_pgn(False, upsample=False)
     rows = {"forward": median_seconds(forward, variables, x, repeats=r),
+            "pgn 10 maps, decoder res": median_seconds(pgn10_dec, variables, x, repeats=r),
             "pgn_oh+uni (10 maps)": median_seconds(pgn10, variables, x, repeats=r),
             "pgn all 20 maps": median_seconds(pgn20, variables, x, repeats=r),
             f"mc_dropout ({args.samples})": median_seconds(mc, variables, x, key, repeats=r)}
     paired = {"forward": 1.0,
+              "pgn 10 maps, decoder res": paired_ratio(forward, pgn10_dec, variables, x,
+                                                       pairs=args.pairs),
               "pgn_oh+uni (10 maps)": paired_ratio(forward, pgn10, variables, x, pairs=args.pairs),
               "pgn all 20 maps": paired_ratio(forward, pgn20, variables, x, pairs=args.pairs)}
-    costs = {"forward": cost(forward, variables, x), "pgn_oh+uni (10 maps)": cost(pgn10, variables, x),
+    costs = {"forward": cost(forward, variables, x),
+             "pgn 10 maps, decoder res": cost(pgn10_dec, variables, x),
+             "pgn_oh+uni (10 maps)": cost(pgn10, variables, x),
              "pgn all 20 maps": cost(pgn20, variables, x),
              f"mc_dropout ({args.samples})": cost(mc, variables, x, key)}
     base, fc = rows["forward"], costs["forward"]
