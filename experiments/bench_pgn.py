@@ -6,8 +6,9 @@
 Times, in one run on the same randomly initialised model and input (batch 1, median of
 `--repeats` calls after a compiling call): the forward pass (logits at the input size and
 their softmax), forward + last-layer PGN (one-hot and uniform labels, five p: 10 maps at
-decoder resolution, then also upsampled to the input), forward + all 20 maps (the penultimate ones too), and MC
-dropout with `--samples` passes (dropout before the head, so the backbone runs once).
+decoder resolution, then also upsampled to the input), forward + all 20 maps (the
+penultimate ones too), and MC dropout with `--samples` passes (dropout before the head,
+so the backbone runs once).
 Prints the seconds and each one's ratio to the forward pass; the ratio measured the
 noise-robust way (`--pairs` alternating calls of the forward and the method, the median
 of the per-pair ratios, so that a slow spell of a shared machine hits both); and XLA's
