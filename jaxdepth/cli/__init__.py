@@ -42,8 +42,21 @@ __all__ = ["main", "build_parser", "CLIError", "collect_images", "IMAGE_EXTENSIO
 _COMMANDS = {"train": train, "predict": predict, "convert": convert, "calibrate": calibrate}
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, `jaxdepth: error: …` (exit 2),
+    like every other user error (the subcommands' parsers inherit it)."""
+
+    def error(self, message):
+        self.exit(2, f"jaxdepth: error: {_one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def _one_line(message) -> str:
+    """`message` on one line: its non-empty lines joined with '; '."""
+    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jaxdepth", description=(
+    p = _Parser(prog="jaxdepth", description=(
         "Post hoc gradient-based uncertainty for monocular depth networks."))
     sub = p.add_subparsers(dest="command", required=True,
                            metavar="{train,predict,convert,calibrate}")
@@ -53,17 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run the `jaxdepth` command; returns the exit status (0 ok, 2 usage or input error)."""
+    """Run the `jaxdepth` command; returns the exit status (0 ok, 2 input error); a usage
+    error (argparse) raises SystemExit(2). Either way stderr gets one line
+    `jaxdepth: error: …`, never a traceback (docs/reliability.md §"Bad input")."""
     runtime.configure_cpu()  # before JAX starts
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command].run(args)
-    except CLIError as e:
-        print(f"jaxdepth: error: {e}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
-        # ConversionError / CheckpointError are ValueErrors: wrong files, missing keys, shapes
-        print(f"jaxdepth: error: {e}", file=sys.stderr)
+    except (CLIError, OSError, ValueError, TypeError, ImportError) as e:
+        # ConversionError / CheckpointError are ValueErrors: wrong files, missing keys,
+        # shapes; OSError: missing / unreadable / unwritable paths (FileNotFoundError,
+        # IsADirectoryError, PermissionError, …)
+        print(f"jaxdepth: error: {_one_line(e) or type(e).__name__}", file=sys.stderr)
         return 2
 
 

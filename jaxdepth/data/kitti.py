@@ -399,6 +399,11 @@ class _KittiBase:
         self.root = os.fspath(root)
         if intrinsics not in ("calib", "monodepth2"):
             raise ValueError(f"intrinsics must be 'calib' or 'monodepth2', got {intrinsics!r}")
+        for what, v in (("height", height), ("width", width)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                                  or v <= 0):
+                raise ValueError(f"{what} must be a positive integer (pixels) or None, got "
+                                 f"{v!r}")
         self.intrinsics, self.image_ext = intrinsics, image_ext
         self.height, self.width = height, width
         self.split_name = "<entries>" if split is None else str(split)

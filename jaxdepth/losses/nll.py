@@ -14,15 +14,32 @@ range the loss and its gradients are exact.
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
+
+
+def _check_shapes(fn: str, mu, y, log_sigma):
+    """ValueError unless `mu`, `y`, `log_sigma` broadcast to the shape of one of them
+    (a scalar target is fine; `[B,H,W,1]` against `[B,H,W]` would silently give
+    `[B,H,W,W]`)."""
+    shapes = [tuple(np.shape(a)) for a in (mu, y, log_sigma)]
+    try:
+        out = np.broadcast_shapes(*shapes)
+    except ValueError:
+        out = None
+    if out is None or out not in shapes:
+        raise ValueError(f"{fn}: mu, y and log_sigma must have one shape (e.g. [B,H,W,1]; "
+                         f"scalars broadcast), got {shapes[0]}, {shapes[1]} and {shapes[2]}")
 
 
 def laplace_nll(mu, y, log_sigma, clip: float = 20.0):
     """Per-pixel Laplace NLL |y − μ|·exp(−s) + s with s = clip(log_sigma)."""
+    _check_shapes("laplace_nll", mu, y, log_sigma)
     s = jnp.clip(log_sigma, -clip, clip)
     return jnp.abs(y - mu) * jnp.exp(-s) + s
 
 
 def gaussian_nll(mu, y, log_sigma, clip: float = 20.0):
     """Per-pixel Gaussian NLL (y − μ)²·exp(−2s)/2 + s with s = clip(log_sigma)."""
+    _check_shapes("gaussian_nll", mu, y, log_sigma)
     s = jnp.clip(log_sigma, -clip, clip)
     return 0.5 * (y - mu) ** 2 * jnp.exp(-2.0 * s) + s

@@ -67,6 +67,9 @@ def photometric_error(pred, target, alpha: float = 0.85):
     α·clip((1 − SSIM)/2, 0, 1) + (1 − α)·|pred − target|, both channel-averaged.
     """
     pred, target = jnp.asarray(pred), jnp.asarray(target)
+    if pred.ndim < 3 or target.ndim < 3 or pred.shape[-3:] != target.shape[-3:]:
+        raise ValueError(f"photometric_error needs pred and target images [..., H, W, C] of "
+                         f"one size, got {pred.shape} and {target.shape}")
     l1 = jnp.abs(target - pred).mean(-1, keepdims=True)
     if alpha == 0:
         return l1
@@ -118,6 +121,9 @@ def smoothness(disp, image, normalize: bool = True):
     differences, d* = d / (mean_{h,w}(d) + 1e-7) per image when `normalize`.
     """
     disp, image = jnp.asarray(disp), jnp.asarray(image)
+    if disp.ndim != 4 or image.ndim != 4:
+        raise ValueError(f"smoothness needs disp [B,h,w,1] and image [B,h,w,C], got "
+                         f"{disp.shape} and {image.shape}")
     if disp.shape[:3] != image.shape[:3]:
         raise ValueError(f"disp {disp.shape} and image {image.shape} must share [B,h,w]")
     if normalize:

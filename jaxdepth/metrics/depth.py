@@ -60,6 +60,7 @@ def _check_images(fn: str, batched: bool, **arrays):
         if not (len(shape) == ndim or (len(shape) == ndim + 1 and shape[-1] == 1)):
             hint = "" if batched else " (use the batch_* function for a batch)"
             raise ValueError(f"{fn}: {name} must have shape {expected}, got {shape}{hint}")
+        _check_dtype(fn, name, x)
         core = shape[:ndim]
         if ref is None:
             ref = (name, core)
@@ -69,6 +70,31 @@ def _check_images(fn: str, batched: bool, **arrays):
                 f"all inputs must share the shape {expected}")
         out.append(x)
     return out
+
+
+def _check_dtype(fn: str, name: str, x):
+    """Values must be real numbers; a mask bool (or numbers that are all 0 or 1, checked
+    when concrete: a traced mask is cast to bool). ValueError naming the dtype / values."""
+    dtype = getattr(x, "dtype", None)
+    dtype = np.asarray(x).dtype if dtype is None else np.dtype(dtype)
+    numeric = np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+    if name != "mask":
+        if not numeric:
+            raise ValueError(f"{fn}: {name} must be a real-valued (float) array, got dtype "
+                             f"{dtype}")
+        return
+    if dtype == np.bool_:
+        return
+    if not numeric:
+        raise ValueError(f"{fn}: mask must be a bool array (True = valid pixel), got dtype "
+                         f"{dtype}")
+    if isinstance(x, jax.core.Tracer):
+        return
+    values = np.asarray(x)
+    bad = ~((values == 0) | (values == 1))
+    if bad.any():
+        raise ValueError(f"{fn}: mask must be bool (or only 0 and 1), got dtype {dtype} with "
+                         f"{int(bad.sum())} other values, e.g. {values[bad].flat[0]!r}")
 
 
 def valid_mask(gt, mask=None):

@@ -41,7 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdepth.models.contract import random_variables
+from jaxdepth.models.contract import check_finite, random_variables
 from jaxdepth.models.mobilenetv3 import MobileNetV3Large
 from jaxdepth.models.resnet import NORMALISATIONS, ResNetEncoder, scaled
 
@@ -90,6 +90,10 @@ def _check_images(images):
         raise ValueError(f"images must be [B,H,W,3], got shape {images.shape}")
     if not jnp.issubdtype(images.dtype, jnp.floating):
         raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+    if 0 in tuple(images.shape):
+        raise ValueError(f"images must hold at least one image of at least 1×1 pixels "
+                         f"([B,H,W,3] with B, H, W >= 1), got shape {tuple(images.shape)}")
+    check_finite(images)
 
 
 def _check_offsets(offsets, names: Sequence[str]) -> dict:

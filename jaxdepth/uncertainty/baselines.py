@@ -152,6 +152,8 @@ def in_drop(apply_fn, variables, images, *, rng=None, n: int = 8, p: float | Non
     _checks.check_choice("space", space, SPACES)
     if n < 2:
         raise ValueError(f"n must be >= 2 samples for a variance, got {n}")
+    if p is not None and not 0.0 <= float(p) < 1.0:
+        raise ValueError(f"p (the dropout rate) must lie in [0, 1) or be None, got {p!r}")
     return _in_drop(apply_fn, variables, images, _checks.default_rng(rng), n=int(n),
                     p=None if p is None else float(p), space=space, normalize=bool(normalize))
 
