@@ -100,7 +100,8 @@ def main(argv=None):
     title = (f"Layer ablation (flip reference; procedural scenes {cfg.height}×{cfg.width}, "
              f"{cfg.test_images} test images, {cfg.steps} steps/model)")
     report.write_results(out, rows, curves, {**dataclasses.asdict(cfg), "quick": args.quick},
-                         title, paper=False, tables=[best(rows)])
+                         title, paper=False, tables=[best(rows)],
+                         note=ablation.collapsed_note(rows))
     for metric in ("abs_rel", "rmse"):
         viz.plot_ablation(out / f"layers_{metric}.png", rows, metric=metric,
                           title="Gradient uncertainty: which layers, which aggregate")

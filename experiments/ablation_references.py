@@ -66,7 +66,7 @@ def main(argv=None):
     title = (f"Reference ablation (ECCV Table 5 layout; procedural scenes {cfg.height}×"
              f"{cfg.width}, {cfg.test_images} test images, {cfg.steps} steps/model)")
     report.write_results(out, rows, curves, {**dataclasses.asdict(cfg), "quick": args.quick},
-                         title, paper=False)
+                         title, paper=False, note=ablation.collapsed_note(rows))
     for metric in ("abs_rel", "rmse"):
         viz.plot_ablation(out / f"references_{metric}.png", rows, metric=metric,
                           title="Gradient uncertainty: which reference")

@@ -214,6 +214,9 @@ def test_configs_and_scale():
     assert selfsup.collapsed(depth, 0.1) and selfsup.collapsed(depth * 1.04, 0.1)
     depth[0, :1] = 3.0  # 12.5 % of the pixels away from the limit: 87.5 % at it
     assert selfsup.collapsed(depth, 0.1, share=0.8) and not selfsup.collapsed(depth, 0.1)
+    # ... and so is one constant depth anywhere (a decoder whose head sees dead features)
+    assert selfsup.collapsed(np.full((2, 4, 5, 1), 3.23, np.float32), 0.1)
+    assert not selfsup.collapsed(np.linspace(1, 9, 40, dtype=np.float32).reshape(2, 4, 5, 1), 0.1)
     # M runs get M_STEPS_FACTOR × the steps of S / MS runs (PoseNet learns the motion first)
     assert [selfsup.steps_for(m, 600) for m in selfsup.MODES] == [1500, 600, 600]
     with pytest.raises(ValueError, match="mode"):

@@ -14,6 +14,7 @@ draws nothing.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -103,17 +104,23 @@ def run(cfg: AblationConfig, variants: Callable, checkpoints, *, train: bool = T
     score the test split with each of `variants(name, model) -> [Variant]` (`model`: the
     Flax module, for its `tap_names` / `default_tap`), and return `(rows, curves)`:
     `Evaluator.rows()` with each variant's `meta` merged in, and the sparsification curves
-    (`{"Model: label": …}`)."""
+    (`{"Model: label": …}`). A model whose depth collapsed (`selfsup.collapsed`, on the
+    first test images) is warned about and its rows carry `"collapsed": True`."""
     rows, meta = [], {}
+    source = SyntheticSource("test", seed=cfg.seed, height=cfg.height, width=cfg.width,
+                             length=cfg.test_images, keys=("image", "depth"))
+    first = source.get_batch(np.arange(min(cfg.eval_batch, len(source))))["image"]
     for name in cfg.models:
         c = model_config(cfg, name)
         apply_fn, variables = recipes.train_or_load(c, checkpoints, train=train)
         protocol = mode_protocol(c)
+        dead = selfsup.collapsed(apply_fn(variables, first)["depth"], c.model().min_depth)
+        if dead:
+            warnings.warn(f"{name}: its depth collapsed (constant, or at the near limit); "
+                          "its rows measure a constant-depth model", stacklevel=2)
         for v in variants(name, c.model()):
             rows.append(grad_row(name, v.label, apply_fn, variables, v.kwargs, protocol))
-            meta[(name, v.label)] = dict(v.meta)
-    source = SyntheticSource("test", seed=cfg.seed, height=cfg.height, width=cfg.width,
-                             length=cfg.test_images, keys=("image", "depth"))
+            meta[(name, v.label)] = {**v.meta, "collapsed": dead}
     ev = Evaluator(SYNTHETIC)
 
     def add(row, est, samples, idx):
@@ -124,3 +131,10 @@ def run(cfg: AblationConfig, variants: Callable, checkpoints, *, train: bool = T
              timer=lambda row, s, n: ev.time(row.model, row.method, s, n))
     results = [{**r, **meta[(r["model"], r["method"])]} for r in ev.rows()]
     return results, ev.curves()
+
+
+def collapsed_note(rows) -> str | None:
+    """The line under a table naming the models whose depth collapsed (None: none)."""
+    dead = list(dict.fromkeys(r["model"] for r in rows if r.get("collapsed")))
+    return ("collapsed (constant depth; their rows are not meaningful): " + ", ".join(dead)
+            if dead else None)

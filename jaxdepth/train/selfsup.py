@@ -484,12 +484,15 @@ def _make_step(cfg: SelfSupConfig):
     return train_state.make_step(loss_fn)
 
 
-def collapsed(depth, min_depth: float, *, share: float = 0.9) -> bool:
-    """Whether a model's depth `[B,H,W,1]` has collapsed to the near limit: at least
-    `share` of its pixels within 5 % of `min_depth` (the scale drift of an M run, whose
-    scale nothing anchors, into the saturated sigmoid; the model then predicts a
-    constant depth)."""
-    return float(jnp.mean(jnp.asarray(depth) <= 1.05 * min_depth)) >= share
+def collapsed(depth, min_depth: float, *, share: float = 0.9, rtol: float = 1e-3) -> bool:
+    """Whether a model's depth `[B,H,W,1]` has collapsed: at least `share` of its pixels
+    within 5 % of `min_depth` (the scale drift of an M run, whose scale nothing anchors,
+    into the saturated sigmoid), or one constant depth everywhere (std below `rtol` of the
+    mean: a decoder whose head sees only dead features). Such a model predicts a
+    constant depth, and every uncertainty of it scores alike."""
+    depth = jnp.asarray(depth)
+    at_limit = float(jnp.mean(depth <= 1.05 * min_depth)) >= share
+    return at_limit or float(jnp.std(depth)) <= rtol * float(jnp.abs(jnp.mean(depth)))
 
 
 def variables_of(state):
