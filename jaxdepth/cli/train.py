@@ -5,7 +5,9 @@ One command for every recipe (`jaxdepth.train.recipes.RECIPES`) and data source
 after a kill resumes it; another config in the same DIR is refused) and, when it ends,
 an exported checkpoint that `jaxdepth predict --checkpoint DIR` loads. `--arch monovit`
 trains MonoViT instead of Monodepth2's DepthNet in every depth recipe (MonoViT's AdamW:
-encoder at half the --lr, ×0.9 per epoch; `jaxdepth.train.arch`).
+encoder at half the --lr, ×0.9 per epoch; `jaxdepth.train.arch`). The NeWCRFs recipes
+(`newcrfs`, `adu-teacher`, `adu-student --teacher DIR`; `jaxdepth.train.adu`) are sized by
+`--encoder` (Swin size) and `--crf-scale` instead of `--arch` / `--model-width`.
 """
 from __future__ import annotations
 
@@ -20,6 +22,13 @@ DEFAULTS = {"synthetic": dict(height=64, width=192, model_width=0.25, lr=1e-3),
             "kitti": dict(height=192, width=640, model_width=1.0, lr=1e-4),
             "nyu": dict(height=224, width=288, model_width=1.0, lr=1e-4),
             "cityscapes": dict(height=512, width=1024, model_width=1.0, lr=1e-3)}
+#: the NeWCRFs recipes' defaults by --data: the released Swin-L at NeWCRFs' KITTI crop and
+#: lr; on the procedural scenes the reduced `micro` network from random weights
+#: (experiments/adu_depth.py's settings)
+NEWCRFS_DEFAULTS = {"synthetic": dict(height=64, width=192, encoder="micro", crf_scale=1 / 16,
+                                      lr=3e-4),
+                    "kitti": dict(height=352, width=1120, encoder="large", crf_scale=1.0,
+                                  lr=2e-5)}
 
 
 def add_parser(sub) -> None:
@@ -49,7 +58,8 @@ def add_parser(sub) -> None:
                     help="KITTI supervised depth: projected velodyne or the improved gt")
     tr.add_argument("--image-ext", default=".png", help="KITTI image extension (.png)")
     tr.add_argument("--teacher", type=Path, help="a selfsup run's --out (self, sub-depth: the "
-                    "teacher; selfsup-*-log/-drop: the plain run to fine-tune)")
+                    "teacher; selfsup-*-log/-drop: the plain run to fine-tune); adu-student: "
+                    "an adu-teacher run's --out")
     tr.add_argument("--height", type=int, help="input height (see the defaults)")
     tr.add_argument("--width", type=int, help="input width (see the defaults)")
     tr.add_argument("--model-width", type=float, help="channel multiplier (see the defaults)")
@@ -59,6 +69,13 @@ def add_parser(sub) -> None:
     tr.add_argument("--monovit-size", choices=list(MONOVIT_SIZES), help="MonoViT size with "
                     "--arch monovit: small (as released, the default), xsmall, mpvit_tiny, or "
                     "tiny (a reduced one for tests and CPU runs)")
+    tr.add_argument("--encoder", choices=("large", "base", "tiny", "micro"),
+                    help="NeWCRFs recipes: the Swin size (large as released: the default on "
+                    "KITTI; micro, a reduced one for tests and CPU runs: the default on "
+                    "synthetic; adu-student: the teacher's)")
+    tr.add_argument("--crf-scale", type=float, help="NeWCRFs recipes: width multiplier of the "
+                    "CRFs and PSP head (1 as released on KITTI, 1/16 on synthetic; "
+                    "adu-student: the teacher's)")
     tr.add_argument("--num-layers", type=int, default=18, choices=(18, 34, 50),
                     help="ResNet encoder depth (18); with --arch monovit the pose network's")
     tr.add_argument("--steps", type=int, default=1000, help="training steps (1000)")
@@ -96,6 +113,38 @@ def _teacher(path: Path):
     return cfg, variables, start
 
 
+def _check_newcrfs_args(args) -> None:
+    """The NeWCRFs recipes' flags: their own sizes, stereo data (KITTI or synthetic)."""
+    if args.arch is not None or args.monovit_size is not None or args.model_width is not None:
+        raise CLIError(f"--recipe {args.recipe} trains NeWCRFs: size it with --encoder and "
+                       "--crf-scale (not --arch / --monovit-size / --model-width)")
+    if args.data not in NEWCRFS_DEFAULTS:
+        raise CLIError(f"--recipe {args.recipe} trains on --data synthetic or kitti"
+                       + (" (NYU holds single frames: no right view for the stereo teacher)"
+                          if args.data == "nyu" else ""))
+    if args.crf_scale is not None and not args.crf_scale > 0:
+        raise CLIError(f"--crf-scale must be > 0, got {args.crf_scale}")
+
+
+def _check_adu_teacher(path, cfg, variables) -> None:
+    """adu-student's --teacher: an adu-teacher run (a 6-channel NeWCRFs)."""
+    from jaxdepth.train import adu, recipes
+
+    if not isinstance(cfg, adu.NeWCRFsConfig):
+        arch = getattr(cfg, "arch", None) or type(cfg).__name__
+        raise CLIError(f"--teacher {path} is a {recipes.recipe_of(cfg)} run ({arch}); "
+                       "--recipe adu-student distils the stereo NeWCRFs teacher: train it with "
+                       "`jaxdepth train --recipe adu-teacher`")
+    if not cfg.stereo:
+        raise CLIError(f"--teacher {path} is a NeWCRFs with in_channels 3 (recipe "
+                       f"{recipes.recipe_of(cfg)}); ADU-Depth's teacher takes the stereo pair "
+                       "(in_channels 6): train it with `jaxdepth train --recipe adu-teacher`")
+    try:
+        adu.check_teacher(adu.AduConfig(teacher=cfg), variables)
+    except ValueError as e:
+        raise CLIError(f"--teacher {path}: {e}") from None
+
+
 def run(args) -> int:
     from jaxdepth.data.training import training_data
     from jaxdepth.train import recipes
@@ -109,16 +158,27 @@ def run(args) -> int:
         raise CLIError("--data synthetic renders its scenes: no --data-root or --split")
     teacher_cfg = teacher_vars = start = None
     recipe = recipes.RECIPES[args.recipe]
+    newcrfs = recipe.task == "newcrfs"
+    if newcrfs:
+        _check_newcrfs_args(args)
+    elif args.encoder is not None or args.crf_scale is not None:
+        raise CLIError(f"--encoder / --crf-scale size the NeWCRFs recipes (newcrfs, adu-teacher, "
+                       f"adu-student), not --recipe {args.recipe}")
     if args.teacher is not None:
         if recipe.teacher == "none":
             raise CLIError(f"--recipe {args.recipe} takes no --teacher")
         teacher_cfg, teacher_vars, start = _teacher(args.teacher)
-        if not isinstance(teacher_cfg, SelfSupConfig):
+        if newcrfs:
+            _check_adu_teacher(args.teacher, teacher_cfg, teacher_vars)
+        elif not isinstance(teacher_cfg, SelfSupConfig):
             raise CLIError(f"--teacher {args.teacher} is a {recipes.recipe_of(teacher_cfg)} run; "
                            f"--recipe {args.recipe} needs a self-supervised (selfsup-*) teacher")
     elif recipe.teacher == "required":
+        parent = "adu-teacher" if newcrfs else "selfsup-..."
         raise CLIError(f"--recipe {args.recipe} distils a teacher: give --teacher DIR (the "
-                       "--out of a `jaxdepth train --recipe selfsup-...` run)")
+                       f"--out of a `jaxdepth train --recipe {parent}` run)")
+    if newcrfs:
+        d = {**d, **NEWCRFS_DEFAULTS[args.data]}
     size = (teacher_cfg.run.height, teacher_cfg.run.image_width) if teacher_cfg else (
         d["height"], d["width"])
     height, width = args.height or size[0], args.width or size[1]
@@ -136,6 +196,10 @@ def run(args) -> int:
                        + ("segmentation trains on --data synthetic or cityscapes"
                           if args.recipe.startswith("segmentation") else
                           "Cityscapes has semantic labels only (--recipe segmentation[-drop])"))
+    if newcrfs and (height % 32 or width % 32 or height <= 0 or width <= 0):
+        raise CLIError(f"NeWCRFs needs --height and --width positive multiples of 32 (the Swin "
+                       f"and CRF window partitions and the pixel-shuffle chain: ⌈H/4⌉ divisible "
+                       f"by 8), got {height}x{width}")
     run = RunConfig(height=height, image_width=width, batch_size=args.batch_size,
                     steps=args.steps, lr=args.lr or d["lr"], seed=args.seed,
                     data_seed=args.seed, data=args.data, split=args.split,
@@ -147,10 +211,24 @@ def run(args) -> int:
     if args.arch not in (None, "monodepth2") and recipe.task != "depth":
         raise CLIError(f"--recipe {args.recipe} trains DeepLabV3+ (segmentation): --arch "
                        "applies to the depth recipes")
+    from jaxdepth.train.checkpoint import OutputNotWritable, probe_writable
+    try:  # before any work: an unwritable --out would lose the whole run at its first save
+        probe_writable(args.out, 1 << 20, "--out")
+    except OutputNotWritable as e:
+        raise CLIError(str(e)) from None
     try:
-        cfg = recipes.build(args.recipe, run, teacher=teacher_cfg, num_layers=args.num_layers,
-                            model_width=args.model_width or d["model_width"], arch=args.arch,
-                            monovit_size=args.monovit_size)
+        if newcrfs:
+            if teacher_cfg is not None:  # the student: the teacher's sizes unless given
+                size = dict(encoder=args.encoder, crf_scale=args.crf_scale)
+            else:
+                size = dict(encoder=args.encoder or d["encoder"],
+                            crf_scale=d["crf_scale"] if args.crf_scale is None else args.crf_scale)
+            cfg = recipes.build(args.recipe, run, teacher=teacher_cfg, **size)
+        else:
+            cfg = recipes.build(args.recipe, run, teacher=teacher_cfg,
+                                num_layers=args.num_layers,
+                                model_width=args.model_width or d["model_width"],
+                                arch=args.arch, monovit_size=args.monovit_size)
         if getattr(cfg, "start_from", None) is not None and start is None:
             raise CLIError(f"--teacher {args.teacher} keeps no training state to fine-tune "
                            "from (its orbax steps are gone)")
@@ -169,9 +247,15 @@ def run(args) -> int:
         run = cfg.run
     net = "" if getattr(depth_cfg, "arch", "monodepth2") == "monodepth2" else \
         f" MonoViT-{depth_cfg.monovit_size} (width {depth_cfg.width:g}),"
+    if newcrfs:
+        net = (f" NeWCRFs-{depth_cfg.encoder} (crf_scale {depth_cfg.crf_scale:g}"
+               + (", stereo input" if depth_cfg.stereo else "")
+               + (", UEM" if depth_cfg.uem else "") + "),")
     from jaxdepth.train.state import MONOVIT_ENCODER_LR, MONOVIT_GAMMA
     lr = (f"AdamW lr {run.lr:g} (encoder {run.lr * MONOVIT_ENCODER_LR:g}), x{MONOVIT_GAMMA:g} "
           f"every {run.epoch_steps} steps" if monovit_opt else f"lr {run.lr:g}")
+    if newcrfs:
+        lr = f"Adam lr {run.lr:g}, poly decay (0.9) to {run.lr * 0.1:g}"
     print(f"jaxdepth train {args.recipe}:{net} {data.description}; "
           f"{run.steps} steps of {run.batch_size}, {lr} -> {args.out}", flush=True)
     from jaxdepth.train.checkpoint import ConfigMismatch
@@ -179,7 +263,7 @@ def run(args) -> int:
         recipes.train_or_load(cfg, directory=args.out, data=data,
                               teacher_variables=teacher_vars, start_state=start,
                               name=args.recipe)
-    except ConfigMismatch as e:
+    except (ConfigMismatch, OutputNotWritable) as e:
         raise CLIError(f"{e}") from None
     print(f"exported {args.out}: jaxdepth predict --checkpoint {args.out} IMAGE ...")
     return 0

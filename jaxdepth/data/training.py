@@ -19,7 +19,13 @@ requested ``height×width``, multiples of 32):
   the step keeps its sign and uses its own ``stereo_baseline`` as |t_x|);
 - ``"MS"``: all of M and S;
 - ``"segmentation"``: ``image`` and ``label`` [H,W] int32 train ids, 255 = ignore (the one
-  key that is not float32).
+  key that is not float32);
+- ``"stereo_depth"`` (the ADU-Depth stereo teacher and its student,
+  ``jaxdepth.train.adu``): ``image`` (the target camera), ``image_right`` [H,W,3] (the
+  other camera of the frame, always to the *right* of the target: KITTI right-camera
+  targets are mirrored with their pair, see below), ``depth`` and ``depth_right``
+  [H,W,1] metres (the ground truth of each view; the step's flip swaps the views and
+  needs the other one's depth).
 
 Data kinds:
 
@@ -66,7 +72,7 @@ __all__ = ["DATA", "NEEDS", "TrainData", "TrainSource", "training_data", "needed
            "default_kitti_split", "nyu_train_transform"]
 
 DATA = ("synthetic", "kitti", "nyu", "cityscapes")
-NEEDS = ("depth", "image", "M", "S", "MS", "segmentation")
+NEEDS = ("depth", "image", "M", "S", "MS", "segmentation", "stereo_depth")
 _KEYS = {
     "depth": ("image", "depth"),
     "segmentation": ("image", "label"),
@@ -74,10 +80,11 @@ _KEYS = {
     "M": ("image", "K", "frames"),
     "S": ("image", "K", "image_right", "stereo_T"),
     "MS": ("image", "K", "frames", "image_right", "stereo_T"),
+    "stereo_depth": ("image", "image_right", "depth", "depth_right"),
 }
 _KITTI_DEFAULT_SPLIT = {"depth": "eigen_full", "image": "eigen_zhou", "M": "eigen_zhou",
                         "S": "eigen_full",
-                        "MS": "eigen_zhou"}
+                        "MS": "eigen_zhou", "stereo_depth": "eigen_full"}
 _KITTI_LAYOUT = ("<root>/<date>/calib_cam_to_cam.txt (+ calib_velo_to_cam.txt), "
                  "<root>/<date>/<date>_drive_<nnnn>_sync/image_02|image_03/data/<frame>.png "
                  "(+ velodyne_points/data/<frame>.bin)")
@@ -151,7 +158,8 @@ def nyu_train_transform(sample: dict, rng: np.random.Generator) -> dict:
 
 def _parse_needs(needs) -> str:
     if isinstance(needs, str):
-        n = needs.lower() if needs.lower() in ("depth", "image", "segmentation") else needs.upper()
+        n = (needs.lower() if needs.lower() in ("depth", "image", "segmentation", "stereo_depth")
+             else needs.upper())
         if n in _KEYS:
             return n
     elif isinstance(needs, (tuple, list)) and all(isinstance(k, str) for k in needs):
@@ -229,7 +237,8 @@ def _synthetic(needs, keys, height, width, root, split, length, seed, moving_obj
     src = SyntheticSource("train", seed=seed, height=height, width=width, length=n, keys=keys,
                           moving_objects=bool(moving_objects))
     what = {"depth": "images with depth", "image": "images", "M": "triplets", "S": "stereo pairs",
-            "MS": "triplets + stereo pairs"}[needs]
+            "MS": "triplets + stereo pairs",
+            "stereo_depth": "stereo pairs with the depth of both views"}[needs]
     desc = (f"synthetic street scenes train (seed {seed}): {len(src)} {what} at "
             f"{height}x{width}" + (", moving objects" if moving_objects else ""))
     return TrainData(src, None, desc, "synthetic", needs, keys, (height, width), "train",
@@ -298,7 +307,17 @@ def _kitti_train(needs, keys, height, width, root, split, length, gt, gt_root, i
         entries = entries[:length]
     common = dict(height=height, width=width, intrinsics="calib", image_ext=image_ext,
                   entries=[tuple(e) for e in entries], skip_missing=skip_missing)
-    if needs == "depth":
+    transform = None
+    if needs == "stereo_depth":  # NeWCRFs: load wider, random-crop the network width
+        load_width = stereo_load_width(width)
+        base = _kitti.KittiDepthTrain(root, name, gt=gt, gt_root=gt_root, velodyne_depth="z",
+                                      **{**common, "width": load_width})
+        src = KittiStereoDepth(base)
+        transform = RandomCrop(height, width)
+        gt_desc = "velodyne depth" if gt == "velodyne" else "improved-gt depth"
+        what = (f"stereo pairs with {gt_desc} of both cameras, loaded at {height}x{load_width}, "
+                f"and randomly cropped (NeWCRFs' crop)")
+    elif needs == "depth":
         base = _kitti.KittiDepthTrain(root, name, gt=gt, gt_root=gt_root,
                                       velodyne_depth="z", **common)
         src = TrainSource(base, keys)
@@ -313,7 +332,7 @@ def _kitti_train(needs, keys, height, width, root, split, length, gt, gt_root, i
         what = {"image": "frames", "M": "triplets", "S": "stereo pairs",
                 "MS": "triplets + stereo pairs"}[needs]
     # fail now, not at the first batch: the calibration of every date, and the first image
-    velo = needs == "depth" and gt == "velodyne"
+    velo = needs in ("depth", "stereo_depth") and gt == "velodyne"
     for folder in sorted({e.folder for e in base.entries}):
         base.calib(folder, velodyne=velo)
     e = base.entries[0]
@@ -324,7 +343,7 @@ def _kitti_train(needs, keys, height, width, root, split, length, gt, gt_root, i
     n = len(src)
     count = f"{n}" if n == total else f"{n} of {total}"
     desc = f"KITTI raw {label}: {count} {what} at {height}x{width}"
-    return TrainData(src, None, desc, "kitti", needs, keys, (height, width), label, True,
+    return TrainData(src, transform, desc, "kitti", needs, keys, (height, width), label, True,
                      _kitti.KITTI_BASELINE_M, _kitti.MAX_DEPTH)
 
 
@@ -332,6 +351,10 @@ def _nyu_train(needs, keys, height, width, root, split, length):
     from . import nyu
 
     if needs != "depth":
+        if needs == "stereo_depth":
+            raise ValueError("NYU v2 (FastDepth HDF5) holds single RGB-D frames: a stereo sample "
+                             "needs the right view (image_right), which NYU has not; train the "
+                             "ADU-Depth recipes on data='kitti' or 'synthetic'")
         raise ValueError(f"NYU v2 (FastDepth HDF5) holds single RGB-D frames: no stereo pair "
                          f"and no sequence neighbours for self-supervised mode {needs!r}; "
                          "use needs='depth', or data='kitti' / 'synthetic' for M, S, MS")
@@ -355,6 +378,69 @@ def _nyu_train(needs, keys, height, width, root, split, length):
                      "train", False, None, nyu.MAX_DEPTH)
 
 
+#: NeWCRFs' KITTI training crop: the 352×1216 kb-crop, randomly cropped to 352×1120
+NEWCRFS_KB_WIDTH, NEWCRFS_CROP_WIDTH = 1216, 1120
+
+
+def stereo_load_width(width: int) -> int:
+    """The width KITTI stereo-depth frames are loaded at before the random crop to
+    ``width``: NeWCRFs' ratio 1216 / 1120 (the kb-crop to the training crop)."""
+    return int(round(width * NEWCRFS_KB_WIDTH / NEWCRFS_CROP_WIDTH))
+
+
+class KittiStereoDepth:
+    """Stereo pairs with the ground truth of both cameras from a
+    :class:`~jaxdepth.data.kitti.KittiDepthTrain` (``needs="stereo_depth"``).
+
+    ``image`` / ``depth``: the split entry's camera; ``image_right`` / ``depth_right``: the
+    other camera of the same frame. A right-camera entry (``side == "r"``) is mirrored
+    with its pair (both images and depths flipped left-right), so that in every sample
+    the other view lies to the right of the target, the arrangement the 6-channel
+    teacher reads (a mirrored right camera sees a mirrored world from the left)."""
+
+    def __init__(self, base):
+        self.base = base
+        self.entries = base.entries
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def calib(self, folder, velodyne=False):
+        return self.base.calib(folder, velodyne=velodyne)
+
+    def __getitem__(self, i) -> dict:
+        from .splits import SplitEntry
+
+        e = self.base._entry(i)
+        other = "r" if e.side == "l" else "l"
+        pair = SplitEntry(e.folder, e.frame, other)
+        out = {"image": self.base._image(e.folder, e.frame, e.side)[0],
+               "image_right": self.base._image(e.folder, e.frame, other, "stereo pair")[0],
+               "depth": self.base.load_gt(e)[..., None],
+               "depth_right": self.base.load_gt(pair)[..., None]}
+        if e.side == "r":
+            out = {k: v[:, ::-1] for k, v in out.items()}
+        return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
+
+
+class RandomCrop:
+    """Loader transform: the same random ``height``×``width`` window of every [h,w,C]
+    array of a sample (NeWCRFs' random crop; the left and right views and their depths
+    share it)."""
+
+    def __init__(self, height: int, width: int):
+        self.height, self.width = height, width
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        h, w = np.shape(sample["image"])[:2]
+        if h < self.height or w < self.width:
+            raise ValueError(f"cannot crop {self.height}x{self.width} from a {h}x{w} sample")
+        y = int(rng.integers(0, h - self.height + 1))
+        x = int(rng.integers(0, w - self.width + 1))
+        return {k: np.ascontiguousarray(v[y:y + self.height, x:x + self.width])
+                for k, v in sample.items()}
+
+
 def training_data(data: str, *, needs: str | tuple, height: int, width: int, root=None,
                   split=None, length: int | None = None, seed: int = 0, gt: str = "velodyne",
                   moving_objects: bool = False, image_ext: str = ".png", gt_root=None,
@@ -363,7 +449,9 @@ def training_data(data: str, *, needs: str | tuple, height: int, width: int, roo
 
     - ``data``: ``"synthetic"``, ``"kitti"`` or ``"nyu"``; ``root``: the dataset folder
       (KITTI raw / NYU FastDepth; none for synthetic).
-    - ``needs``: ``"depth"``, ``"M"``, ``"S"``, ``"MS"`` (or the matching key tuple, e.g.
+    - ``needs``: ``"depth"``, ``"M"``, ``"S"``, ``"MS"``, ``"stereo_depth"`` (KITTI: loaded
+      at :func:`stereo_load_width` and randomly cropped to ``width``, NeWCRFs' crop; synthetic:
+      rendered at H×W) (or the matching key tuple, e.g.
       ``selfsup.data_keys(mode)``); ``height``, ``width``: multiples of 32 (224×288 for NYU).
     - ``split`` (KITTI): a shipped list with a train subset (``eigen_zhou``, ``eigen_full``)
       or a split-file path; default :func:`default_kitti_split`.

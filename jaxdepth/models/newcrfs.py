@@ -330,6 +330,12 @@ class NeWCRFs(nn.Module):
     #: every name `offsets` takes (`features` holds the encoder ones with `encoder_taps`)
     tap_names = TAPS
 
+    @property
+    def log_sigma(self) -> bool:
+        """Whether the output carries `log_sigma` (the UEM): the flag the uncertainty
+        methods (`jaxdepth.uncertainty.methods.ModelInfo`) read from every depth model."""
+        return self.uem
+
     def _check(self, images, offsets):
         check_images(images, self.in_channels,
                      why="the pixel-shuffle chain needs ⌈H/4⌉ divisible by 8 and the ×4 "

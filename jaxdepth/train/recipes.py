@@ -15,13 +15,18 @@ Every depth recipe builds Monodepth2's DepthNet or, with `arch="monovit"`, MonoV
 (`monovit_size`; `jaxdepth.train.arch`), trained by default with MonoViT's optimiser;
 `arch=None` is Monodepth2, or the teacher's architecture where a teacher's config is
 the base (fine-tuning, where it must match, and distillation's student).
+
+The NeWCRFs recipes (`task="newcrfs"`, `jaxdepth.train.adu`) build their own network,
+sized by `encoder` (Swin size) and `crf_scale` instead of `model_width` / `arch`:
+`newcrfs` (monocular, SILog), `adu-teacher` (the stereo teacher, left ‖ right) and
+`adu-student` (ADU-Depth's distillation from an `adu-teacher` run given as `teacher=`).
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable, NamedTuple
 
-from jaxdepth.train import distill, segmentation, selfsup, supervised
+from jaxdepth.train import adu, distill, segmentation, selfsup, supervised
 from jaxdepth.train.arch import ARCHS
 from jaxdepth.train.arch import suffix as arch_suffix
 from jaxdepth.train.config import RunConfig
@@ -35,7 +40,8 @@ class Recipe(NamedTuple):
     build: Callable[..., Any]    # build(run, *, teacher, model_width, num_layers, arch,
                                  #       monovit_size) -> config
     teacher: str                 # "none" | "optional" | "required"
-    task: str = "depth"          # "depth" | "segmentation"
+    task: str = "depth"          # "depth" | "segmentation" | "newcrfs" (own network:
+                                 # encoder / crf_scale, jaxdepth.train.adu)
 
 
 def _arch(arch, monovit_size, base=None) -> dict:
@@ -159,6 +165,36 @@ def _segmentation(dropout):
     return build
 
 
+def _newcrfs(stereo):
+    def build(run, *, teacher=None, encoder=None, crf_scale=None, **_):
+        return adu.NeWCRFsConfig(encoder=encoder or "large",
+                                 crf_scale=1.0 if crf_scale is None else crf_scale,
+                                 stereo=stereo, run=run)
+    return build
+
+
+def _adu_student(run, *, teacher=None, encoder=None, crf_scale=None, **_):
+    if not isinstance(teacher, adu.NeWCRFsConfig) or not teacher.stereo:
+        what = (f"a {recipe_of(teacher)} run" if teacher is not None else "none")
+        raise ValueError(f"recipe 'adu-student' distils the stereo NeWCRFs teacher (recipe "
+                         f"adu-teacher, in_channels 6): give --teacher DIR of an adu-teacher run "
+                         f"(got {what})")
+    student = dataclasses.replace(teacher, stereo=False, uem=True, run=run)
+    if encoder is not None:
+        student = dataclasses.replace(student, encoder=encoder)
+    if crf_scale is not None:
+        student = dataclasses.replace(student, crf_scale=crf_scale)
+    return adu.AduConfig(teacher=teacher, student=student)
+
+
+RECIPES["newcrfs"] = Recipe("NeWCRFs (Swin + neural-window FC-CRFs) on ground-truth depth, SILog "
+                            "loss, Adam + poly decay (--encoder)", _newcrfs(False), "none",
+                            "newcrfs")
+RECIPES["adu-teacher"] = Recipe("ADU-Depth's stereo teacher: NeWCRFs on left ‖ right (6 channels), "
+                                "SILog", _newcrfs(True), "none", "newcrfs")
+RECIPES["adu-student"] = Recipe("ADU-Depth: monocular NeWCRFs + UEM distilled from an adu-teacher "
+                                "(--teacher)", _adu_student, "required", "newcrfs")
+
 RECIPES["segmentation"] = Recipe("DeepLabV3+ semantic segmentation, pixel-wise cross entropy "
                                  "(the model of PGN; synthetic or cityscapes)",
                                  _segmentation(0.0), "none", "segmentation")
@@ -168,16 +204,28 @@ RECIPES["segmentation-drop"] = Recipe("segmentation with dropout p=0.2 before th
 
 
 def build(name: str, run: RunConfig, *, teacher=None, model_width=None, num_layers=18,
-          arch: str | None = None, monovit_size: str | None = None):
+          arch: str | None = None, monovit_size: str | None = None,
+          encoder: str | None = None, crf_scale: float | None = None):
     """The config of recipe `name` over `run` (see `RECIPES`); `arch` / `monovit_size`:
-    the depth network (`jaxdepth.train.arch`; None: Monodepth2, or the teacher's)."""
+    the depth network (`jaxdepth.train.arch`; None: Monodepth2, or the teacher's);
+    `encoder` / `crf_scale`: the NeWCRFs recipes' Swin size (default `large`, or the
+    teacher's) and CRF width multiplier (default 1, or the teacher's)."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
     recipe = RECIPES[name]
     if recipe.teacher == "required" and teacher is None:
-        raise ValueError(f"recipe {name!r} needs a teacher (--teacher DIR of a selfsup run)")
+        what = "an adu-teacher run" if recipe.task == "newcrfs" else "a selfsup run"
+        raise ValueError(f"recipe {name!r} needs a teacher (--teacher DIR of {what})")
     if recipe.teacher == "none" and teacher is not None:
         raise ValueError(f"recipe {name!r} takes no teacher")
+    if recipe.task == "newcrfs":
+        if arch not in (None, "newcrfs") or monovit_size is not None or model_width is not None:
+            raise ValueError(f"recipe {name!r} trains NeWCRFs: size it with encoder / crf_scale, "
+                             "not arch / monovit_size / model_width")
+        return recipe.build(run, teacher=teacher, encoder=encoder, crf_scale=crf_scale)
+    if encoder is not None or crf_scale is not None:
+        raise ValueError(f"encoder / crf_scale size the NeWCRFs recipes (newcrfs, adu-teacher, "
+                         f"adu-student), not {name!r}")
     return recipe.build(run, teacher=teacher, model_width=model_width, num_layers=num_layers,
                         arch=arch, monovit_size=monovit_size)
 
@@ -193,6 +241,10 @@ def recipe_of(cfg) -> str:
         return cfg.method.replace("_", "-")
     if isinstance(cfg, segmentation.SegmentationConfig):
         return "segmentation" if cfg.dropout == 0 else "segmentation-drop"
+    if isinstance(cfg, adu.NeWCRFsConfig):
+        return "adu-teacher" if cfg.stereo else "newcrfs"
+    if isinstance(cfg, adu.AduConfig):
+        return "adu-student"
     return type(cfg).__name__
 
 
@@ -212,12 +264,20 @@ def run_name(cfg) -> str:
         return f"sub_depth_{cfg.form}" + arch_suffix(cfg.student)
     if isinstance(cfg, segmentation.SegmentationConfig):
         return "seg" if cfg.dropout == 0 else "seg_drop"
+    if isinstance(cfg, adu.NeWCRFsConfig):
+        return ("adu_teacher_" if cfg.stereo else "newcrfs_") + cfg.encoder
+    if isinstance(cfg, adu.AduConfig):
+        return "adu_student_" + cfg.student.encoder
     return type(cfg).__name__.lower()
 
 
 def config_from_dict(d, where: str = "the config"):
     """The method config of a saved `to_dict()` (the run directories' `config`)."""
     try:
+        if d.get("net") == "newcrfs":
+            return adu.NeWCRFsConfig.from_dict(d)
+        if d.get("net") == "adu":
+            return adu.AduConfig.from_dict(d)
         if "num_classes" in d and "backbone" in d:
             return segmentation.SegmentationConfig.from_dict(d)
         if "method" in d and "teacher" in d:
@@ -242,6 +302,8 @@ def needs_of(cfg):
         return distill.data_keys(cfg)
     if isinstance(cfg, segmentation.SegmentationConfig):
         return "segmentation"
+    if isinstance(cfg, (adu.NeWCRFsConfig, adu.AduConfig)):
+        return "depth" if adu.data_keys(cfg) == ("image", "depth") else "stereo_depth"
     return "depth"
 
 
@@ -249,7 +311,8 @@ def trainer_of(cfg):
     """The trainer module of a config (`init_state`, `make_step`, `variables_of`)."""
     for module, cls in ((supervised, supervised.SupervisedConfig),
                         (selfsup, selfsup.SelfSupConfig), (distill, distill.DistillConfig),
-                        (segmentation, segmentation.SegmentationConfig)):
+                        (segmentation, segmentation.SegmentationConfig),
+                        (adu, adu.NeWCRFsConfig), (adu, adu.AduConfig)):
         if isinstance(cfg, cls):
             return module
     raise TypeError(f"no trainer for {type(cfg).__name__}")
@@ -260,6 +323,10 @@ def export_meta(cfg) -> dict[str, Any]:
     depth becomes metres (`scaling`, `stereo_scale`, `use_stereo`), whether it was
     trained with dropout, and the space its σ lives in (`sigma_space`)."""
     name = recipe_of(cfg)
+    if isinstance(cfg, (adu.NeWCRFsConfig, adu.AduConfig)):  # metric depth, σ of the UEM
+        net = cfg.student if isinstance(cfg, adu.AduConfig) else cfg
+        return {"recipe": name, "use_stereo": None, "scaling": "none", "dropout_trained": False,
+                "stereo_input": net.stereo, "sigma_space": "depth" if net.uem else None}
     if isinstance(cfg, segmentation.SegmentationConfig):
         return {"recipe": name, "class_names": list(cfg.class_names or []) or None,
                 "dropout_trained": cfg.dropout > 0}
@@ -307,6 +374,16 @@ def train_or_load(cfg, root=None, *, name: str | None = None, directory=None, da
         state = runs.train_or_load(name, cfg, root, init_state=segmentation.init_state,
                                    step=segmentation.make_step(cfg), needs=needs_of(cfg),
                                    keep=keep, directory=directory, **kw)
+    elif isinstance(cfg, adu.NeWCRFsConfig):
+        state = runs.train_or_load(name, cfg, root, init_state=adu.init_state,
+                                   step=adu.make_step(cfg), needs=needs_of(cfg), keep=keep,
+                                   directory=directory, **kw)
+    elif isinstance(cfg, adu.AduConfig):
+        if teacher_variables is None:
+            _, teacher_variables = train_or_load(cfg.teacher, root, **kw)
+        state = runs.train_or_load(name, cfg, root, init_state=adu.init_state,
+                                   step=adu.make_step(cfg, teacher_variables),
+                                   needs=needs_of(cfg), keep=keep, directory=directory, **kw)
     elif isinstance(cfg, distill.DistillConfig):
         if teacher_variables is None:
             _, teacher_variables = train_or_load(cfg.teacher, root, **kw)

@@ -23,6 +23,12 @@ tell `optimizer(hp)` which one a state holds):
   `lr_g · gamma^(t // epoch_steps)` (PyTorch's `ExponentialLR(0.9)` stepped once an
   epoch). `hparams` = `lr`, `epoch_steps`, `gamma`; the run's `lr_drop_at` / `lr_decay`
   do not apply.
+- `"newcrfs"` (NeWCRFs' released trainer, the ADU-Depth recipes of `jaxdepth.train.adu`):
+  Adam (β = 0.9, 0.999, ε = 1e-8, no weight decay: the config's weight decay and eps are
+  parsed but never passed to the optimiser) with polynomial decay updated every step,
+  `(lr − end_lr)·(1 − t/total_steps)^0.9 + end_lr`, `end_lr` = `NEWCRFS_END_LR` × `lr`;
+  `hparams` = `lr`, `end_lr`, `total_steps`, `power`; the run's `lr_drop_at` / `lr_decay`
+  do not apply.
 
 `loss_fn(params, batch_stats, batch, key, *extra) -> (loss, (new_batch_stats, metrics))`
 is the trainer's whole contribution: its augmentation, forward passes and loss.
@@ -36,13 +42,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-OPTIMIZERS = ("adam", "monovit")
+OPTIMIZERS = ("adam", "monovit", "newcrfs")
 #: MonoViT: the encoder's learning rate relative to the decoder's (5e-5 / 1e-4 as released)
 MONOVIT_ENCODER_LR = 0.5
 #: MonoViT: AdamW's decoupled weight decay (PyTorch's default; the released trainer sets none)
 MONOVIT_WEIGHT_DECAY = 0.01
 #: MonoViT: the learning rates' factor per epoch (`ExponentialLR(0.9)`)
 MONOVIT_GAMMA = 0.9
+#: NeWCRFs: the polynomial schedule's final rate relative to `lr` (2e-6 / 2e-5) and power
+NEWCRFS_END_LR = 0.1
+NEWCRFS_POWER = 0.9
 
 
 def hparams(run, optimizer: str = "adam") -> dict:
@@ -55,11 +64,18 @@ def hparams(run, optimizer: str = "adam") -> dict:
         return {"lr": jnp.asarray(run.lr, jnp.float32),
                 "epoch_steps": jnp.asarray(run.epoch_steps, jnp.int32),
                 "gamma": jnp.asarray(MONOVIT_GAMMA, jnp.float32)}
+    if optimizer == "newcrfs":
+        return {"lr": jnp.asarray(run.lr, jnp.float32),
+                "end_lr": jnp.asarray(run.lr * NEWCRFS_END_LR, jnp.float32),
+                "total_steps": jnp.asarray(max(run.steps, 1), jnp.int32),
+                "power": jnp.asarray(NEWCRFS_POWER, jnp.float32)}
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
 
 
 def optimizer_name(hp) -> str:
     """Which optimiser a state's `hparams` belong to."""
+    if "power" in hp:
+        return "newcrfs"
     return "monovit" if "gamma" in hp else "adam"
 
 
@@ -75,6 +91,16 @@ def exponential_schedule(hp, scale: float = 1.0) -> optax.Schedule:
     def fn(count):
         epoch = (jnp.asarray(count, jnp.int32) // hp["epoch_steps"]).astype(jnp.float32)
         return scale * hp["lr"] * hp["gamma"] ** epoch
+    return fn
+
+
+def poly_schedule(hp) -> optax.Schedule:
+    """NeWCRFs' `(lr − end_lr)·(1 − count/total_steps)^power + end_lr` (`count` clipped to
+    `total_steps`; `optax.polynomial_schedule` with traced values)."""
+    def fn(count):
+        frac = jnp.minimum(jnp.asarray(count, jnp.float32),
+                           hp["total_steps"].astype(jnp.float32)) / hp["total_steps"]
+        return (hp["lr"] - hp["end_lr"]) * (1.0 - frac) ** hp["power"] + hp["end_lr"]
     return fn
 
 
@@ -102,6 +128,8 @@ def make_optimizer(hp) -> optax.GradientTransformation:
         return optax.partition(
             {g: optax.adamw(fn, b1=0.9, b2=0.999, eps=1e-8, weight_decay=MONOVIT_WEIGHT_DECAY)
              for g, fn in monovit_schedules(hp).items()}, monovit_labels)
+    if optimizer_name(hp) == "newcrfs":
+        return optax.adam(poly_schedule(hp), b1=0.9, b2=0.999, eps=1e-8)
     return optax.adam(schedule(hp))
 
 
