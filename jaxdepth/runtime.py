@@ -6,6 +6,8 @@ reflection-padded 'VALID' 3×3 convolutions of the Monodepth2 decoder up to 4×
 slower for batch sizes above one than XLA's Eigen convolutions (measured:
 96→32 channels at 96×320, batch 2: 95 ms vs 22 ms), which made every batched
 method look slower per image than its unbatched form. The flag only affects CPU.
+The other XLA:CPU options tried against PyTorch (oneDNN, XNNPACK, fast math) gave
+nothing measurable and are not set; docs/performance.md has the numbers.
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ pytest.importorskip("torch", reason="the PyTorch comparison needs torch")
 pytest.importorskip("torchvision", reason="the PyTorch comparison needs torchvision")
 
 
+@pytest.mark.slow  # ~10 s: compiles and runs three methods in both frameworks
 def test_torch_and_jax_compute_the_same_forward_post_and_grad():
     bench = load_experiment("bench_vs_torch")
     res = bench.run(height=64, width=192, batch=1, repeats=1,
