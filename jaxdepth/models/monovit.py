@@ -80,6 +80,7 @@ import jax.numpy as jnp
 from jaxdepth.models.depth_decoder import ReflectConv3x3, channel_dropout, upsample2x
 from jaxdepth.models.depthnet import disp_to_depth
 from jaxdepth.models.contract import add_offset, check_images, check_offsets, random_variables
+from jaxdepth.models.swin import Mlp
 
 
 class MPViTSize(NamedTuple):
@@ -247,15 +248,6 @@ class FactorAtt(nn.Module):
         factor = jnp.einsum("bnhk,bhkv->bnhv", q, kv)
         out = ch ** -0.5 * factor + crpe(q, v, height, width)
         return nn.Dense(c, name="proj")(out.reshape(b, n, c))
-
-
-class Mlp(nn.Module):
-    hidden: int
-
-    @nn.compact
-    def __call__(self, x):
-        y = jax.nn.gelu(nn.Dense(self.hidden, name="fc1")(x), approximate=False)
-        return nn.Dense(x.shape[-1], name="fc2")(y)
 
 
 class MHCABlock(nn.Module):
