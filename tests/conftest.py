@@ -43,3 +43,15 @@ def full_compilation():
     yield
     jax.config.update("jax_disable_most_optimizations", previous)
     forget()
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_compiled_programs():
+    """After each module, drop JAX's compiled programs once the worker holds many memory
+    mappings (`runtime.release_compiled_programs`). A pytest-xdist worker running half
+    the suite compiles tens of thousands of programs (tests/test_selfsup.py alone holds
+    ~24,800 mappings) and crossed Linux's 65,530 limit: XLA then segfaulted compiling.
+    Only above the threshold, so modules keep sharing the renderer's programs."""
+    yield
+    runtime.release_compiled_programs()

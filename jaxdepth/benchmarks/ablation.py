@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from jaxdepth import runtime
 from jaxdepth.data.synthetic import SyntheticSource
 from jaxdepth.evaluation import SYNTHETIC, Evaluator, Row, evaluate
 from jaxdepth.train import recipes, selfsup
@@ -113,6 +114,7 @@ def run(cfg: AblationConfig, variants: Callable, checkpoints, *, train: bool = T
     for name in cfg.models:
         c = model_config(cfg, name)
         apply_fn, variables = recipes.train_or_load(c, checkpoints, train=train)
+        runtime.release_compiled_programs()  # the training programs, before many more
         protocol = mode_protocol(c)
         dead = selfsup.collapsed(apply_fn(variables, first)["depth"], c.model().min_depth)
         if dead:
