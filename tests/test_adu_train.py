@@ -24,7 +24,7 @@ from jaxdepth.train.config import RunConfig
 from jaxdepth.train.loop import data_mesh, replicate
 
 pytestmark = pytest.mark.usefixtures("cheap_compilation")
-H, W, B = 32, 64, 8   # the suite runs on 8 host devices: batches split over them
+H, W, B = 32, 64, 8   # the suite runs on 2 host devices: batches split over them
 RUN = RunConfig(height=H, image_width=W, batch_size=B, steps=4, lr=1e-3, train_size=8)
 TEACHER = adu.NeWCRFsConfig(encoder="micro", crf_scale=1 / 16, stereo=True, run=RUN)
 
@@ -231,6 +231,11 @@ def test_cli_refuses_bad_teachers_and_flags(exported_teacher, tmp_path, capsys):
     assert rc == 2 and "supervised run" in err and "adu-teacher" in err
     rc, _, err = _run(capsys, "train", "--recipe", "adu-student", "--out", tmp_path / "x")
     assert rc == 2 and "--teacher" in err
+    img = tmp_path / "street.png"
+    Image.fromarray(np.zeros((40, 70, 3), np.uint8)).save(img)
+    rc, _, err = _run(capsys, "predict", "--checkpoint", exported_teacher, "--out", tmp_path / "p",
+                      img)  # the stereo teacher: not a single-image model
+    assert rc == 2 and "6 input channels" in err and "adu-student" in err
     rc, _, err = _run(capsys, "train", "--recipe", "sub-depth", "--teacher", exported_teacher,
                       "--out", tmp_path / "x")
     assert rc == 2 and "self-supervised" in err

@@ -343,6 +343,12 @@ def run(args) -> int:
     elif args.method not in _method_names():
         raise CLIError(f"--method {args.method} is a segmentation method; {args.checkpoint} "
                        "is a depth model")
+    channels = int(getattr(model, "in_channels", 3))
+    if channels != 3:
+        raise CLIError(f"{args.checkpoint} is a model of {channels} input channels (an "
+                       "ADU-Depth stereo teacher takes left ‖ right); jaxdepth predict reads "
+                       "single RGB images: predict with a monocular model (e.g. the "
+                       "adu-student run distilled from it)")
     height, width = int(meta["height"]), int(meta["width"])
     run_fn, key, opts, info = _make_method(args, model, variables, meta)
     cal, levels = _calibration(args, meta, variables, key, opts, info)
