@@ -1,8 +1,9 @@
-"""Test configuration: 8 simulated CPU devices, set before JAX is imported."""
+"""Test configuration: 2 simulated CPU devices (batches are split over them, as over a
+machine's accelerators), set before JAX is imported."""
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-_flag = "--xla_force_host_platform_device_count=8"
+_flag = "--xla_force_host_platform_device_count=2"
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
@@ -55,3 +56,20 @@ def release_compiled_programs():
     Only above the threshold, so modules keep sharing the renderer's programs."""
     yield
     runtime.release_compiled_programs()
+
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest modules first: pytest-xdist's `--dist loadfile` hands modules out in
+    collection order, so the long ones start early and the short ones fill the end
+    (alphabetically, one worker ran tests/test_selfsup.py and test_train_cli.py alone for
+    minutes). Seconds per module: tests/module_seconds.json, from a full run's
+    `--durations=0` (modules not listed count 5 s)."""
+    import json
+    from pathlib import Path
+
+    seconds = json.loads((Path(__file__).parent / "module_seconds.json").read_text())
+    order = {}
+    for item in items:
+        order.setdefault(item.path.name, len(order))
+    items.sort(key=lambda item: (-seconds.get(item.path.name, 5), order[item.path.name]))

@@ -20,8 +20,7 @@ DEPTH = {"abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3"}
 
 
 def _run(*args):
-    # the script as a user runs it: one CPU device (the suite's 8 host devices would need
-    # batches of 8; --quick trains batches of 2)
+    # the script as a user runs it, on one CPU device
     flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
                      if not f.startswith("--xla_force_host_platform_device_count"))
     env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1", XLA_FLAGS=flags)

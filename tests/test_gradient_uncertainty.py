@@ -263,15 +263,15 @@ def test_rotation_reference_marks_pixels_without_prediction():
 @pytest.mark.slow
 def test_sharded_batch_gives_the_same_maps(net):
     apply_fn, variables, _ = net
-    devices = jax.devices()
-    assert len(devices) == 8, "tests run on 8 simulated CPU devices (see conftest.py)"
-    images = jax.random.uniform(jax.random.PRNGKey(9), (8, H, W, 3))
-    mesh = jax.make_mesh((8,), ("data",))
+    n = len(jax.devices())
+    assert n >= 2, "tests run on simulated CPU devices (see conftest.py)"
+    images = jax.random.uniform(jax.random.PRNGKey(9), (4 * n, H, W, 3))
+    mesh = jax.make_mesh((n,), ("data",))
     sharded = jax.device_put(images, jax.NamedSharding(mesh, jax.P("data")))
     replicated = jax.device_put(variables, jax.NamedSharding(mesh, jax.P()))
     one = U.gradient_uncertainty(apply_fn, variables, images)
     many = U.gradient_uncertainty(apply_fn, replicated, sharded)
-    assert len(many.uncertainty.sharding.device_set) == 8
+    assert len(many.uncertainty.sharding.device_set) == n
     np.testing.assert_allclose(many.uncertainty, one.uncertainty, atol=1e-5)
     np.testing.assert_allclose(many.depth, one.depth, rtol=1e-5)
 
