@@ -46,7 +46,6 @@ def full_compilation():
     forget()
 
 
-
 @pytest.fixture(scope="module", autouse=True)
 def release_compiled_programs():
     """After each module, drop JAX's compiled programs once the worker holds many memory
@@ -56,7 +55,6 @@ def release_compiled_programs():
     Only above the threshold, so modules keep sharing the renderer's programs."""
     yield
     runtime.release_compiled_programs()
-
 
 
 def pytest_collection_modifyitems(config, items):

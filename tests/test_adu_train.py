@@ -175,11 +175,17 @@ def test_window_partition_sizes_are_refused():
         model.apply(v, np.zeros((1, 48, 64, 6), np.float32))
 
 
+def _street_image(directory):
+    """A 40×70 random RGB PNG for `jaxdepth predict`."""
+    path = directory / "street.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 70, 3), np.uint8)).save(path)
+    return path
+
+
 def _run(capsys, *argv):
     rc = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return rc, out, err
-
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +195,6 @@ def exported_teacher(tmp_path_factory):
     cfg = TEACHER.with_run(steps=1)
     runs.export_run(out, cfg, adu.init_state(cfg))
     return out
-
 
 
 @pytest.mark.slow
@@ -205,8 +210,7 @@ def test_cli_student_trains_exports_and_predicts(exported_teacher, tmp_path, cap
     assert type(model).__name__ == "NeWCRFs" and model.uem and model.in_channels == 3
     assert meta["source"]["recipe"] == "adu-student" and meta["sigma_space"] == "depth"
     assert "adapter_enc" not in variables["params"]
-    img = tmp_path / "street.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 70, 3), np.uint8)).save(img)
+    img = _street_image(tmp_path)
     rc, out, err = _run(capsys, "predict", "--checkpoint", tmp_path / "s", "--method", "grad",
                         "--out", tmp_path / "p", "--no-panel", img)  # log: the test below
     assert rc == 0, err
@@ -231,8 +235,7 @@ def test_cli_refuses_bad_teachers_and_flags(exported_teacher, tmp_path, capsys):
     assert rc == 2 and "supervised run" in err and "adu-teacher" in err
     rc, _, err = _run(capsys, "train", "--recipe", "adu-student", "--out", tmp_path / "x")
     assert rc == 2 and "--teacher" in err
-    img = tmp_path / "street.png"
-    Image.fromarray(np.zeros((40, 70, 3), np.uint8)).save(img)
+    img = _street_image(tmp_path)
     rc, _, err = _run(capsys, "predict", "--checkpoint", exported_teacher, "--out", tmp_path / "p",
                       img)  # the stereo teacher: not a single-image model
     assert rc == 2 and "6 input channels" in err and "adu-student" in err
@@ -258,8 +261,7 @@ def test_student_export_loads_and_predicts(tmp_path, capsys):
     model, variables, meta = load_checkpoint(tmp_path / "s")
     assert model == cfg.model() and meta["source"]["recipe"] == "adu-student"
     assert set(variables["params"]) >= {"backbone", "uem_head"}
-    img = tmp_path / "street.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 70, 3), np.uint8)).save(img)
+    img = _street_image(tmp_path)
     rc, out, err = _run(capsys, "predict", "--checkpoint", tmp_path / "s", "--method", "log",
                         "--out", tmp_path / "p", "--no-panel", img)
     assert rc == 0, err
